@@ -1,0 +1,41 @@
+"""Materialise spooled messages: local recipients into Maildir, remote recipients into the outbound queue.
+
+Runs in worker threads after the journal fsync. Both stores are idempotent by the spool id, so the same batch
+can be replayed after a crash without duplicating anything. Each local copy gets its own `Return-Path`
+(RFC 5321 §4.4: added by the final delivery agent).
+"""
+
+from __future__ import annotations
+
+from postkontor.queue.store import QueueStore
+from postkontor.spool.journal import SpoolMessage
+from postkontor.store.accounts import Mailbox
+from postkontor.store.maildir import MaildirStore, maildir_unique
+
+
+def return_path_header(sender: str) -> bytes:
+    return b"Return-Path: <" + sender.encode() + b">\r\n"
+
+
+class Materializer:
+    def __init__(self, maildir: MaildirStore, queue: QueueStore, hostname: str) -> None:
+        self._maildir = maildir
+        self._queue = queue
+        self._hostname = hostname
+
+    def __call__(self, messages: list[SpoolMessage]) -> None:
+        items: list[tuple[Mailbox, str, bytes, str | None]] = []
+        for message in messages:
+            if message.local:
+                stored = return_path_header(message.sender) + message.data
+                seconds = int(message.received)
+                for index, target in enumerate(message.local):
+                    unique = maildir_unique(seconds, f"{message.spool_id}R{index}", self._hostname)
+                    items.append((Mailbox(target.domain, target.localpart), unique, stored, target.folder))
+        if items:
+            self._maildir.deliver_many(items)
+        for message in messages:
+            if message.remote:
+                self._queue.enqueue(
+                    message.spool_id, message.sender, list(message.remote), message.data, now=message.received
+                )

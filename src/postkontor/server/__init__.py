@@ -1,0 +1,1 @@
+"""asyncio adapters: listeners, TLS, connection accounting, the running server."""

@@ -1,0 +1,217 @@
+"""Session policy: who may send what to whom, answering the SMTP engine's decision events.
+
+MX (RFC 5321): anyone may send to local recipients; everything else is relaying and is refused with 554 5.7.1,
+whatever the address form. Submission (RFC 6409, RFC 8314): the engine already demands AUTH before MAIL; the
+sender must be one of the account's own addresses (RFC 6409 §6.1), and any recipient is accepted: local ones
+are delivered, remote ones go to the outbound queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from postkontor.auth.passwords import PasswordHasher
+from postkontor.config.model import Config, ListenerKind
+from postkontor.message.address import Address
+from postkontor.message.trace import TraceInfo, count_received, received_header, with_protocol
+from postkontor.policy.throttle import FailureThrottle
+from postkontor.protocol.smtp import AuthRequest, MailFrom, MessageReceived, Reply, RcptTo
+from postkontor.spool.journal import LocalTarget, SpoolMessage
+from postkontor.spool.spool import Spool, SpoolError
+from postkontor.store.accounts import AccountStore, Mailbox, Resolution
+from postkontor.store.maildir import MaildirStore
+
+log = logging.getLogger(__name__)
+
+# Characters that ask a mail system to route onward (percent hack, bang path, quoted "@"): never honoured.
+_ROUTING_CHARACTERS = frozenset("%!@")
+
+OK_SENDER = Reply(250, "2.1.0", "Sender OK")
+OK_RECIPIENT = Reply(250, "2.1.5", "Recipient OK")
+RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
+USER_UNKNOWN = Reply(550, "5.1.1", "No such user here")
+MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
+OVER_QUOTA = Reply(552, "5.2.2", "Mailbox full: message exceeds the recipient's quota")
+ALIAS_LOOP = Reply(554, "5.4.6", "Alias expansion loop")
+HOP_LOOP = Reply(554, "5.4.6", "Too many Received headers: mail loop detected")
+NO_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_THROTTLED = Reply(454, "4.7.0", "Too many failed authentications, try again later")
+
+
+def ascii_domain(domain: str) -> str | None:
+    """The A-label form accounts are stored under (RFC 5890), or None if the name cannot be one of ours."""
+    if domain.isascii():
+        return domain.lower()
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+
+
+def new_spool_id(now: float) -> str:
+    """Unique across processes and restarts, alphanumeric (it names files), and roughly time-ordered."""
+    return f"{int(now * 1_000_000):x}{secrets.token_hex(5)}".upper()
+
+
+@dataclass
+class Services:
+    """What every session of a server shares."""
+
+    config: Config
+    accounts: AccountStore
+    maildir: MaildirStore
+    spool: Spool
+    hasher: PasswordHasher
+    password_slots: asyncio.Semaphore
+    ip_throttle: FailureThrottle
+    account_throttle: FailureThrottle
+    postmaster_domain: str
+
+
+@dataclass
+class _Recipient:
+    address: str
+    resolution: Resolution
+    remote: tuple[str, ...] = ()
+
+
+@dataclass
+class SessionPolicy:
+    services: Services
+    kind: ListenerKind
+    client_ip: str
+    sender: str = ""
+    sender_smtputf8: bool = False
+    recipients: list[_Recipient] = field(default_factory=list)
+
+    # --- MAIL -------------------------------------------------------------------------------------------------
+    def mail_from(self, event: MailFrom, authenticated: str | None) -> Reply:
+        self.recipients = []
+        self.sender = "" if event.sender is None else str(event.sender)
+        self.sender_smtputf8 = event.params.smtputf8
+        if self.kind is not ListenerKind.MX and event.sender is not None and authenticated is not None:
+            if not self._owns(authenticated, event.sender):
+                return Reply(553, "5.7.1", f"Sender address <{event.sender}> is not owned by user {authenticated}")
+        return OK_SENDER
+
+    def _owns(self, user: str, sender: Address) -> bool:
+        domain = ascii_domain(sender.domain)
+        if domain is None:
+            return False
+        local = sender.localpart.lower()
+        owned = self.services.accounts.addresses_of(user.lower())
+        if f"{local}@{domain}" in owned:
+            return True
+        separator = self.services.config.delivery.subaddress_separator
+        if separator and separator in local:
+            return f"{local.split(separator, 1)[0]}@{domain}" in owned
+        return False
+
+    # --- RCPT -------------------------------------------------------------------------------------------------
+    async def rcpt_to(self, event: RcptTo) -> Reply:
+        recipient = event.recipient
+        accounts = self.services.accounts
+        domain = self.services.postmaster_domain if recipient.domain == "" else ascii_domain(recipient.domain)
+        local_domain = (
+            domain is not None and not recipient.is_literal and accounts.is_local_domain(domain)
+        )
+        if not local_domain:
+            if self.kind is ListenerKind.MX:
+                return RELAY_DENIED
+            self.recipients.append(_Recipient(str(recipient), Resolution(), remote=(str(recipient),)))
+            return OK_RECIPIENT
+        if _ROUTING_CHARACTERS.intersection(recipient.localpart):
+            return RELAY_DENIED
+        address = f"{recipient.localpart.lower()}@{domain}"
+        resolution = accounts.resolve(address)
+        if resolution.loop:
+            return ALIAS_LOOP
+        if not resolution.exists:
+            return USER_UNKNOWN
+        for mailbox in resolution.mailboxes:
+            quota, used = await self._quota(mailbox)
+            if quota and used >= quota:
+                return MAILBOX_FULL
+        self.recipients.append(_Recipient(address, resolution, remote=resolution.remote))
+        return OK_RECIPIENT
+
+    async def _quota(self, mailbox: Mailbox) -> tuple[int, int]:
+        user = self.services.accounts.get_user(mailbox.address)
+        if user is None or not user.quota:
+            return 0, 0
+        used = await asyncio.get_running_loop().run_in_executor(None, self.services.maildir.usage, mailbox)
+        return user.quota, used
+
+    # --- end of DATA / BDAT LAST ------------------------------------------------------------------------------
+    async def message(
+        self, event: MessageReceived, *, helo: str, extended: bool, tls: str | None, authenticated: str | None
+    ) -> Reply:
+        config = self.services.config
+        if count_received(event.data) > config.limits.max_received_headers:
+            return HOP_LOOP
+        mailboxes: dict[Mailbox, None] = {}
+        remote: dict[str, None] = {}
+        for rcpt in self.recipients:
+            mailboxes.update(dict.fromkeys(rcpt.resolution.mailboxes))
+            remote.update(dict.fromkeys(rcpt.remote))
+        for mailbox in mailboxes:
+            quota, used = await self._quota(mailbox)
+            if quota and used + len(event.data) > quota:
+                return OVER_QUOTA
+        now = time.time()
+        spool_id = new_spool_id(now)
+        trace = TraceInfo(
+            helo=helo,
+            client_ip=self.client_ip,
+            hostname=config.hostname,
+            protocol=with_protocol(
+                extended=extended, tls=tls is not None, authenticated=authenticated is not None,
+                smtputf8=self.sender_smtputf8,
+            ),
+            spool_id=spool_id,
+            tls=tls,
+            recipient=self.recipients[0].address if len(self.recipients) == 1 else None,
+        )
+        message = SpoolMessage(
+            spool_id=spool_id,
+            received=now,
+            sender=self.sender,
+            local=tuple(LocalTarget(m.domain, m.localpart) for m in mailboxes),
+            remote=tuple(remote),
+            data=received_header(trace) + event.data,
+        )
+        try:
+            await self.services.spool.accept(message)
+        except SpoolError as exc:
+            log.error("message from <%s> not accepted: %s", self.sender, exc)
+            return NO_STORAGE
+        log.info(
+            "accepted %s from=<%s> size=%d local=%d remote=%d client=%s",
+            spool_id, self.sender, len(message.data), len(mailboxes), len(remote), self.client_ip,
+        )
+        return Reply(250, "2.0.0", f"Ok: queued as {spool_id}")
+
+    # --- AUTH -------------------------------------------------------------------------------------------------
+    async def authenticate(self, event: AuthRequest) -> Reply:
+        services = self.services
+        user = event.authcid.strip().lower()
+        now = time.monotonic()
+        if services.ip_throttle.blocked(self.client_ip, now) or services.account_throttle.blocked(user, now):
+            return AUTH_THROTTLED
+        stored = services.accounts.password_hash(user)
+        async with services.password_slots:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, services.hasher.verify, stored, event.password
+            )
+        if ok and stored is not None:
+            return AUTH_OK
+        services.ip_throttle.record(self.client_ip, now)
+        services.account_throttle.record(user, now)
+        log.warning("authentication failed for %r from %s", user, self.client_ip)
+        return AUTH_FAILED

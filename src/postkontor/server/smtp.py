@@ -1,0 +1,230 @@
+"""The asyncio adapter for SMTP: sockets and TLS around the sans-IO engine in `protocol.smtp`.
+
+One `SMTPConnection` per client: `data_received` feeds the engine, a per-connection task takes its events, asks
+the session policy for decisions and writes the replies. Reading pauses while a decision is pending, so a client
+that floods pipelined commands fills its own TCP window, not our memory. Timeouts follow RFC 5321 §4.5.3.2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+from postkontor.config.model import ListenerConfig, ListenerKind
+from postkontor.protocol.smtp import (
+    AuthRequest,
+    Hello,
+    MailFrom,
+    MessageReceived,
+    RcptTo,
+    Reply,
+    ServerSettings,
+    SMTPServerConnection,
+    StartTLSRequested,
+)
+from postkontor.server.session import SessionPolicy
+from postkontor.server.tls import describe
+
+if TYPE_CHECKING:
+    from postkontor.server.app import MailServer
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection")
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+TLS_FAILED_TEXT = "TLS handshake failed"
+
+
+def engine_settings(server: MailServer, listener: ListenerConfig) -> ServerSettings:
+    config = server.config
+    submission = listener.kind is not ListenerKind.MX
+    return ServerSettings(
+        hostname=config.hostname,
+        max_message_size=config.limits.max_message_size,
+        max_recipients=config.limits.max_recipients,
+        max_errors=config.limits.max_errors,
+        starttls=server.tls_context is not None and listener.kind is not ListenerKind.SUBMISSIONS,
+        auth_mechanisms=("PLAIN", "LOGIN") if submission else (),
+        auth_requires_tls=True,
+        auth_required=submission,
+    )
+
+
+class SMTPConnection(asyncio.Protocol):
+    def __init__(self, server: MailServer, listener: ListenerConfig, settings: ServerSettings) -> None:
+        self.server = server
+        self.listener = listener
+        self.settings = settings
+        self.transport: asyncio.Transport | None = None
+        self.engine: SMTPServerConnection | None = None
+        self.policy: SessionPolicy | None = None
+        self.client_ip = "unknown"
+        self.tls_info: str | None = None
+        self.busy = False  # a decision is being made: do not interrupt for shutdown
+        self._wake = asyncio.Event()
+        self._lost = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._task: asyncio.Task[None] | None = None
+        self._counted = False
+
+    # --- asyncio.Protocol callbacks -----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else "unknown"
+        if not self.server.admit(self):
+            transport.write(TOO_MANY_CONNECTIONS.to_bytes())
+            transport.close()
+            return
+        self._counted = True
+        tls_active = self.listener.kind is ListenerKind.SUBMISSIONS
+        if tls_active:
+            self.tls_info = describe(transport.get_extra_info("ssl_object"))
+        self.engine = SMTPServerConnection(self.settings, tls_active=tls_active)
+        self.policy = SessionPolicy(self.server.services, self.listener.kind, self.client_ip)
+        self.engine.start()
+        self._task = asyncio.create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        if self.engine is not None:
+            self.engine.receive_data(data)
+            self._wake.set()
+
+    def eof_received(self) -> bool | None:
+        if self.engine is not None:
+            self.engine.receive_eof()
+        self._wake.set()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._wake.set()
+        self._writable.set()
+        if self._counted:
+            self._counted = False
+            self.server.release(self)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # --- the session loop ---------------------------------------------------------------------------------------
+    async def _flush(self) -> None:
+        assert self.engine is not None and self.transport is not None
+        out = self.engine.data_to_send()
+        if out and not self._lost:
+            self.transport.write(out)
+            await self._writable.wait()
+
+    async def _run(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        try:
+            await self._loop(engine)
+        except Exception:
+            log.exception("SMTP session with %s failed", self.client_ip)
+        finally:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.close()
+            self.server.forget(self)
+
+    async def _loop(self, engine: SMTPServerConnection) -> None:
+        timeouts = self.server.config.timeouts
+        while True:
+            # Cleared before asking the engine, so input that arrives while we flush is never missed.
+            self._wake.clear()
+            event = engine.next_event()
+            if event is None:
+                await self._flush()
+                if engine.close_requested or self._lost:
+                    return
+                if self.server.stopping and not engine.in_data:
+                    engine.shutdown(SHUTTING_DOWN)
+                    continue
+                try:
+                    async with asyncio.timeout(timeouts.data if engine.in_data else timeouts.command):
+                        await self._wake.wait()
+                except TimeoutError:
+                    engine.shutdown(TIMEOUT)
+                continue
+            if isinstance(event, StartTLSRequested):
+                await self._flush()
+                if not await self._start_tls(engine):
+                    return
+                continue
+            if isinstance(event, Hello):
+                continue
+            reply = await self._decide(event, engine)
+            if reply is not None:
+                engine.send(reply)
+
+    async def _decide(self, event: object, engine: SMTPServerConnection) -> Reply | None:
+        policy = self.policy
+        assert policy is not None and self.transport is not None
+        self.busy = True
+        self.transport.pause_reading()
+        try:
+            if isinstance(event, MailFrom):
+                return policy.mail_from(event, engine.authenticated)
+            if isinstance(event, RcptTo):
+                return await policy.rcpt_to(event)
+            if isinstance(event, MessageReceived):
+                return await policy.message(
+                    event,
+                    helo=engine.helo or "",
+                    extended=engine.extended,
+                    tls=self.tls_info,
+                    authenticated=engine.authenticated,
+                )
+            if isinstance(event, AuthRequest):
+                return await policy.authenticate(event)
+            return None
+        finally:
+            self.busy = False
+            if not self._lost:
+                self.transport.resume_reading()
+
+    async def _start_tls(self, engine: SMTPServerConnection) -> bool:
+        context = self.server.tls_context
+        transport = self.transport
+        assert context is not None and transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            new_transport = await loop.start_tls(
+                transport,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.server.config.timeouts.tls_handshake,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("%s with %s: %s", TLS_FAILED_TEXT, self.client_ip, exc)
+            with contextlib.suppress(Exception):
+                transport.abort()
+            return False
+        if new_transport is None:
+            return False
+        self.transport = new_transport
+        self.tls_info = describe(new_transport.get_extra_info("ssl_object"))
+        engine.tls_started()
+        return True
+
+    def close_for_shutdown(self, force: bool) -> None:
+        """Called by the server when stopping: idle sessions get 421 now; the rest when they finish or at the end."""
+        if self.engine is None or self.transport is None:
+            return
+        if force:
+            if not self._lost:
+                with contextlib.suppress(Exception):
+                    self.transport.write(SHUTTING_DOWN.to_bytes())
+                self.transport.abort()
+            return
+        self._wake.set()

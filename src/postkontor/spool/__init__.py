@@ -1,0 +1,1 @@
+"""The durable spool: journal with group commit, replayed after a crash."""

@@ -1,0 +1,1 @@
+"""State behind small interfaces: accounts (SQLite by default) and mailboxes (Maildir++)."""

@@ -1,0 +1,229 @@
+"""Test harness: run the real `postkontor` command on loopback and talk to it over real sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import mailbox
+import os
+import random
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+DOMAIN = "example.test"
+DEMO = f"demo@{DOMAIN}"
+DEMO_PASSWORD = "demo"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_base() -> int:
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 1000)
+        if all(_port_free(base + offset) for offset in (25, 465, 587)):
+            return base
+    raise RuntimeError("no free port base found")
+
+
+def postkontor(data: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run one CLI command against a data directory."""
+    result = subprocess.run(
+        [sys.executable, "-m", "postkontor", "--data", str(data), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"postkontor {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+@dataclass
+class DevServer:
+    data: Path
+    port_base: int
+    process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def mx(self) -> int:
+        return self.port_base + 25
+
+    @property
+    def submission(self) -> int:
+        return self.port_base + 587
+
+    @property
+    def submissions(self) -> int:
+        return self.port_base + 465
+
+    @property
+    def cert(self) -> Path:
+        return self.data / "tls" / "cert.pem"
+
+    def start(self, *extra: str, timeout: float = 60.0) -> None:
+        self.output = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "postkontor", "--data", str(self.data), "dev",
+             "--port-base", str(self.port_base), "--listen", HOST, "--domain", DOMAIN, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        ready = threading.Event()
+
+        def pump(stream: object) -> None:
+            for line in stream:  # type: ignore[attr-defined]
+                self.output.append(line)
+                if "ready" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, args=(self.process.stdout,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("postkontor dev did not become ready:\n" + "".join(self.output))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def cli(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return postkontor(self.data, *args, stdin=stdin, check=check)
+
+    def maildir(self, address: str = DEMO, folder: str | None = None) -> mailbox.Maildir:
+        local, domain = address.split("@")
+        path = self.data / "mail" / domain / local
+        if folder:
+            path = path / f".{folder}"
+        return mailbox.Maildir(path, create=False)
+
+    def messages(self, address: str = DEMO) -> list[bytes]:
+        box = self.maildir(address)
+        return [box.get_bytes(key) for key in box.keys()]
+
+    def wait_for_messages(self, count: int, address: str = DEMO, timeout: float = 10.0) -> list[bytes]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = self.messages(address)
+            except (FileNotFoundError, mailbox.NoSuchMailboxError):
+                found = []
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+
+    def client_tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.cert))
+        context.check_hostname = False  # the dev certificate names localhost and mail.<domain>, we dial an IP
+        return context
+
+
+@contextlib.contextmanager
+def running_server(data: Path, *extra: str) -> Iterator[DevServer]:
+    server = DevServer(data=data, port_base=free_port_base())
+    server.start(*extra)
+    try:
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            server.kill()
+
+
+class Wire:
+    """A raw SMTP conversation over a socket, for tests that must control every byte."""
+
+    def __init__(self, port: int, *, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            return False
+        self.buffer += chunk
+        return True
+
+    def reply(self) -> tuple[int, list[str]]:
+        """Read one (possibly multi-line) reply: its code and text lines."""
+        lines: list[str] = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                if not self._fill():
+                    raise ConnectionError(f"connection closed; partial reply {self.buffer!r}, lines {lines}")
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            text = line.decode("utf-8", "replace")
+            lines.append(text[4:])
+            if len(text) < 4 or text[3] != "-":
+                return int(text[:3]), lines
+
+    def code(self) -> int:
+        return self.reply()[0]
+
+    def command(self, line: str | bytes) -> tuple[int, list[str]]:
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.reply()
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """True if the server closes the connection (after any pending replies) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while self._fill():
+                pass
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def env_without_proxy() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env.pop(key, None)
+    return env
