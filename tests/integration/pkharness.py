@@ -143,6 +143,22 @@ class DevServer:
                 return found
             time.sleep(0.02)
 
+    def find(self, marker: str, address: str = DEMO, expect: int = 1, timeout: float = 10.0) -> list[bytes]:
+        """The delivered messages containing marker, once at least `expect` are there (or at the timeout).
+
+        With expect=0 it waits a moment for stragglers: for checks that something was NOT delivered.
+        """
+        deadline = time.monotonic() + (timeout if expect else 0.5)
+        needle = marker.encode()
+        while True:
+            try:
+                found = [m for m in self.messages(address) if needle in m]
+            except (FileNotFoundError, mailbox.NoSuchMailboxError):
+                found = []
+            if (expect and len(found) >= expect) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+
     def client_tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.cert))
         context.check_hostname = False  # the dev certificate names localhost and mail.<domain>, we dial an IP

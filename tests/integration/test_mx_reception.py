@@ -16,10 +16,8 @@ def _message(subject: str, body: str = "hello\r\n", sender: str = "alice@remote.
     ).encode()
 
 
-def _find(server: DevServer, subject: str, address: str = DEMO, count: int = 1) -> list[bytes]:
-    server.wait_for_messages(count, address)
-    deadline_found = [m for m in server.wait_for_messages(10_000, address, timeout=0.5) if subject.encode() in m]
-    return deadline_found
+def _find(server: DevServer, subject: str, address: str = DEMO) -> list[bytes]:
+    return server.find(subject, address)
 
 
 def test_rfc5321_delivery_to_local_user_with_trace_headers(server: DevServer) -> None:
@@ -37,7 +35,7 @@ def test_rfc5321_delivery_to_local_user_with_trace_headers(server: DevServer) ->
     raw = found[0]
     assert raw.startswith(b"Return-Path: <alice@remote.test>\r\nReceived: from client.remote.test ([127.0.0.1])")
     parsed = email.message_from_bytes(raw)
-    assert "with ESMTP " in parsed["Received"]
+    assert "with ESMTP\r\n" in parsed["Received"]
     assert f"for <{DEMO}>" in parsed["Received"]
 
 
@@ -222,9 +220,9 @@ def test_rfc5321_command_line_too_long(server: DevServer) -> None:
     with Wire(server.mx) as w:
         w.code()
         w.command("EHLO x.test")
-        code, text = w.command("NOOP " + "x" * 600 + "\r\nQUIT")
+        code, text = w.command("NOOP " + "x" * 507 + "QUIT")
         assert code == 500 and text[0].startswith("5.5.2")
-        assert w.command("NOOP")[0] == 250
+        assert w.command("NOOP")[0] == 250, "the tail 'QUIT' was not executed"
 
 
 def test_rfc3207_starttls_on_mx_is_optional(server: DevServer) -> None:
@@ -235,3 +233,23 @@ def test_rfc3207_starttls_on_mx_is_optional(server: DevServer) -> None:
         smtp.sendmail("a@remote.test", [DEMO], _message(subject))
     found = _find(server, subject)
     assert b"with ESMTPS (using TLSv1." in found[0]
+
+
+def test_quota_rfc3463_mailbox_full_at_rcpt_and_too_big_at_data(server: DevServer) -> None:
+    """Over quota: 452 4.2.2 at RCPT; a message that only exceeds it at DATA: 552 5.2.2."""
+    address = f"small@{DOMAIN}"
+    server.cli("user", "add", address, "--quota", "4K", stdin="pw\n")
+    with smtplib.SMTP("127.0.0.1", server.mx, timeout=10) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as info:
+            smtp.sendmail("a@remote.test", [address], _message("big", body=("x" * 70 + "\r\n") * 80))
+        assert info.value.smtp_code == 552 and info.value.smtp_error.startswith(b"5.2.2")
+        for n in range(2):
+            smtp.sendmail("a@remote.test", [address], _message(f"fill-{n}", body="y" * 900 + "\r\n"))
+    assert len(server.find("fill-", address, expect=2)) == 2
+    server.cli("user", "quota", address, "1K")
+    with Wire(server.mx) as w:
+        w.code()
+        w.command("EHLO x.test")
+        w.command("MAIL FROM:<a@remote.test>")
+        code, text = w.command(f"RCPT TO:<{address}>")
+        assert code == 452 and text[0].startswith("4.2.2")

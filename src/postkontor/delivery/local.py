@@ -23,7 +23,8 @@ class Materializer:
         self._queue = queue
         self._hostname = hostname
 
-    def __call__(self, messages: list[SpoolMessage]) -> None:
+    def __call__(self, messages: list[SpoolMessage], replay: bool) -> None:
+        """Store a batch; `replay` (crash recovery) makes every store look for copies made before the crash."""
         items: list[tuple[Mailbox, str, bytes, str | None]] = []
         for message in messages:
             if message.local:
@@ -33,7 +34,7 @@ class Materializer:
                     unique = maildir_unique(seconds, f"{message.spool_id}R{index}", self._hostname)
                     items.append((Mailbox(target.domain, target.localpart), unique, stored, target.folder))
         if items:
-            self._maildir.deliver_many(items)
+            self._maildir.deliver_many(items, check_existing=replay)
         for message in messages:
             if message.remote:
                 self._queue.enqueue(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from postkontor.config.model import ListenerConfig, ListenerKind
 from postkontor.protocol.smtp import (
@@ -71,11 +71,12 @@ class SMTPConnection(asyncio.Protocol):
         self._writable.set()
         self._task: asyncio.Task[None] | None = None
         self._counted = False
+        self._read_blocks: set[str] = set()  # why reading is paused: "decision", "write-backlog"
 
     # --- asyncio.Protocol callbacks -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else "unknown"
         if not self.server.admit(self):
@@ -111,10 +112,23 @@ class SMTPConnection(asyncio.Protocol):
             self.server.release(self)
 
     def pause_writing(self) -> None:
+        # A client that does not read its replies must not make us buffer its further input either.
         self._writable.clear()
+        self._block_reading("write-backlog")
 
     def resume_writing(self) -> None:
         self._writable.set()
+        self._unblock_reading("write-backlog")
+
+    def _block_reading(self, reason: str) -> None:
+        if not self._read_blocks and self.transport is not None and not self._lost:
+            self.transport.pause_reading()
+        self._read_blocks.add(reason)
+
+    def _unblock_reading(self, reason: str) -> None:
+        self._read_blocks.discard(reason)
+        if not self._read_blocks and self.transport is not None and not self._lost:
+            self.transport.resume_reading()
 
     # --- the session loop ---------------------------------------------------------------------------------------
     async def _flush(self) -> None:
@@ -122,7 +136,12 @@ class SMTPConnection(asyncio.Protocol):
         out = self.engine.data_to_send()
         if out and not self._lost:
             self.transport.write(out)
-            await self._writable.wait()
+            if not self._writable.is_set():
+                try:
+                    async with asyncio.timeout(self.server.config.timeouts.command):
+                        await self._writable.wait()
+                except TimeoutError:
+                    self.transport.abort()
 
     async def _run(self) -> None:
         engine = self.engine
@@ -170,7 +189,7 @@ class SMTPConnection(asyncio.Protocol):
         policy = self.policy
         assert policy is not None and self.transport is not None
         self.busy = True
-        self.transport.pause_reading()
+        self._block_reading("decision")
         try:
             if isinstance(event, MailFrom):
                 return policy.mail_from(event, engine.authenticated)
@@ -189,8 +208,7 @@ class SMTPConnection(asyncio.Protocol):
             return None
         finally:
             self.busy = False
-            if not self._lost:
-                self.transport.resume_reading()
+            self._unblock_reading("decision")
 
     async def _start_tls(self, engine: SMTPServerConnection) -> bool:
         context = self.server.tls_context

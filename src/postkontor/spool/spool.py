@@ -19,7 +19,7 @@ from postkontor.spool.journal import Journal, JournalError, SpoolMessage
 
 log = logging.getLogger(__name__)
 
-Materialize = Callable[[list[SpoolMessage]], None]
+Materialize = Callable[[list[SpoolMessage], bool], None]  # (batch, replay)
 
 
 class SpoolError(Exception):
@@ -53,10 +53,10 @@ class Spool:
             batch.append(message)
             count += 1
             if len(batch) >= 256:
-                self._materialize(batch)
+                self._materialize(batch, True)
                 batch = []
         if batch:
-            self._materialize(batch)
+            self._materialize(batch, True)
         for path in self._journal.segments():
             path.unlink()
         return count
@@ -111,7 +111,7 @@ class Spool:
         while True:
             segment, messages = await self._to_deliver.get()
             try:
-                await loop.run_in_executor(self._delivery_pool, self._materialize, messages)
+                await loop.run_in_executor(self._delivery_pool, self._materialize, messages, False)
             except Exception:
                 # The journal still holds these messages: the next start-up replays them. Keep the segment.
                 log.exception("delivery of %d spooled message(s) failed; kept in the journal", len(messages))
@@ -145,8 +145,9 @@ class Spool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         loop = asyncio.get_running_loop()
-        current = self._journal.segment
+        # The single writer thread runs jobs in order: this waits for a rotation a cancelled task left running.
         await loop.run_in_executor(self._writer_pool, self._journal.close)
+        current = self._journal.segment
         for segment, left in list(self._outstanding.items()):
             if left == 0 and segment not in self._failed:
                 await loop.run_in_executor(self._writer_pool, self._journal.remove_segment, segment)

@@ -99,7 +99,7 @@ async def test_group_commit_batches_concurrent_messages(tmp_path: Path) -> None:
         return real_append(records)
 
     journal.append = counting_append  # type: ignore[method-assign]
-    spool = Spool(journal, lambda batch: delivered.extend(m.spool_id for m in batch))
+    spool = Spool(journal, lambda batch, replay: delivered.extend(m.spool_id for m in batch))
     spool.start()
     await asyncio.gather(*(spool.accept(_message(n)) for n in range(200)))
     await spool.close()
@@ -115,7 +115,7 @@ async def test_spool_error_when_journal_fails(tmp_path: Path) -> None:
         raise JournalError("spool journal write failed: No space left on device")
 
     journal.append = failing_append  # type: ignore[method-assign]
-    spool = Spool(journal, lambda batch: None)
+    spool = Spool(journal, lambda batch, replay: None)
     spool.start()
     with pytest.raises(SpoolError):
         await spool.accept(_message(1))
@@ -128,7 +128,7 @@ def test_recover_replays_and_clears(tmp_path: Path) -> None:
     journal.append([_message(1).encode(), _message(2).encode()])
     journal.close()
     seen: list[str] = []
-    spool = Spool(Journal(tmp_path), lambda batch: seen.extend(m.spool_id for m in batch))
+    spool = Spool(Journal(tmp_path), lambda batch, replay: seen.extend(m.spool_id for m in batch))
     assert spool.recover() == 2
     assert seen == ["ID1", "ID2"]
     assert Journal(tmp_path).segments() == []

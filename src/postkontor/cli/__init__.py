@@ -1,0 +1,1 @@
+"""The `postkontor` command line."""
