@@ -41,7 +41,9 @@ def free_port_base() -> int:
     raise RuntimeError("no free port base found")
 
 
-def postkontor(data: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def postkontor(
+    data: Path, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run one CLI command against a data directory."""
     result = subprocess.run(
         [sys.executable, "-m", "postkontor", "--data", str(data), *args],
@@ -130,7 +132,7 @@ class DevServer:
 
     def messages(self, address: str = DEMO) -> list[bytes]:
         box = self.maildir(address)
-        return [box.get_bytes(key) for key in box.keys()]
+        return [box.get_bytes(key) for key in box]
 
     def wait_for_messages(self, count: int, address: str = DEMO, timeout: float = 10.0) -> list[bytes]:
         deadline = time.monotonic() + timeout

@@ -56,6 +56,7 @@ def test_rfc5321_s6_1_sigkill_under_load_loses_no_acknowledged_message(tmp_path:
                 thread.join(30)
         server.start()
         assert len(acked) > 50, "the load generator barely ran"
+        print(f"{len(acked)} acknowledged messages over {ROUNDS} SIGKILL rounds")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             delivered = _tokens(server)

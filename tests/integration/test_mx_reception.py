@@ -12,7 +12,8 @@ from pkharness import DEMO, DOMAIN, DevServer, Wire
 
 def _message(subject: str, body: str = "hello\r\n", sender: str = "alice@remote.test", to: str = DEMO) -> bytes:
     return (
-        f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{uuid.uuid4()}@remote.test>\r\n\r\n{body}"
+        f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4()}@remote.test>\r\n\r\n{body}"
     ).encode()
 
 
@@ -197,10 +198,11 @@ def test_rfc5321_limits_recipients(server: DevServer) -> None:
 
 def test_rfc5321_loop_detection_by_received_count(server: DevServer) -> None:
     """RFC 5321 §6.3: more than 100 Received headers is a loop: 554 5.4.6."""
-    headers = "".join(f"Received: from hop{i}.test by hop{i + 1}.test; Thu, 1 Jan 2026 00:00:00 +0000\r\n" for i in range(101))
-    with smtplib.SMTP("127.0.0.1", server.mx, timeout=10) as smtp:
-        with pytest.raises(smtplib.SMTPDataError) as info:
-            smtp.sendmail("a@remote.test", [DEMO], (headers + "Subject: loop\r\n\r\nx\r\n").encode())
+    headers = "".join(
+        f"Received: from hop{i}.test by hop{i + 1}.test; Thu, 1 Jan 2026 00:00:00 +0000\r\n" for i in range(101)
+    )
+    with smtplib.SMTP("127.0.0.1", server.mx, timeout=10) as smtp, pytest.raises(smtplib.SMTPDataError) as info:
+        smtp.sendmail("a@remote.test", [DEMO], (headers + "Subject: loop\r\n\r\nx\r\n").encode())
     assert info.value.smtp_code == 554 and info.value.smtp_error.startswith(b"5.4.6")
 
 

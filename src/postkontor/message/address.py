@@ -60,12 +60,8 @@ def _octets(text: str) -> int:
 
 def _needs_quoting(localpart: str) -> bool:
     """True unless the local part is an RFC 5321 Dot-string (atext atoms separated by single dots)."""
-    if not localpart:
-        return True
-    for atom in localpart.split("."):
-        if not atom or any(ch.isascii() and ch not in _ATEXT for ch in atom):
-            return True
-    return False
+    atoms = localpart.split(".")
+    return any(not atom or any(ch.isascii() and ch not in _ATEXT for ch in atom) for atom in atoms)
 
 
 def _quote(localpart: str) -> str:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 _HEADER_END = b"\r\n\r\n"
 # A Received field starts a line; header names are case-insensitive (RFC 5322 §1.2.2).
@@ -49,7 +49,7 @@ class TraceInfo:
 
 def received_header(info: TraceInfo, when: datetime | None = None) -> bytes:
     """One Received field, folded at sensible points, ending in CRLF."""
-    stamp = format_datetime(when or datetime.now(timezone.utc))
+    stamp = format_datetime(when or datetime.now(UTC))
     ip = f"IPv6:{info.client_ip}" if ":" in info.client_ip else info.client_ip
     lines = [f"Received: from {_comment_safe(info.helo) or 'unknown'} ([{ip}])"]
     by = f"\tby {info.hostname} (postkontor) with {info.protocol}"

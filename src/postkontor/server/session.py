@@ -19,7 +19,7 @@ from postkontor.config.model import Config, ListenerKind
 from postkontor.message.address import Address
 from postkontor.message.trace import TraceInfo, count_received, received_header, with_protocol
 from postkontor.policy.throttle import FailureThrottle
-from postkontor.protocol.smtp import AuthRequest, MailFrom, MessageReceived, Reply, RcptTo
+from postkontor.protocol.smtp import AuthRequest, MailFrom, MessageReceived, RcptTo, Reply
 from postkontor.spool.journal import LocalTarget, SpoolMessage
 from postkontor.spool.spool import Spool, SpoolError
 from postkontor.store.accounts import AccountStore, Mailbox, Resolution
@@ -95,9 +95,9 @@ class SessionPolicy:
         self.recipients = []
         self.sender = "" if event.sender is None else str(event.sender)
         self.sender_smtputf8 = event.params.smtputf8
-        if self.kind is not ListenerKind.MX and event.sender is not None and authenticated is not None:
-            if not self._owns(authenticated, event.sender):
-                return Reply(553, "5.7.1", f"Sender address <{event.sender}> is not owned by user {authenticated}")
+        submitted = self.kind is not ListenerKind.MX and authenticated is not None
+        if submitted and event.sender is not None and not self._owns(authenticated or "", event.sender):
+            return Reply(553, "5.7.1", f"Sender address <{event.sender}> is not owned by user {authenticated}")
         return OK_SENDER
 
     def _owns(self, user: str, sender: Address) -> bool:

@@ -80,8 +80,8 @@ class SMTPConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else "unknown"
         if not self.server.admit(self):
-            transport.write(TOO_MANY_CONNECTIONS.to_bytes())
-            transport.close()
+            self.transport.write(TOO_MANY_CONNECTIONS.to_bytes())
+            self.transport.close()
             return
         self._counted = True
         tls_active = self.listener.kind is ListenerKind.SUBMISSIONS

@@ -222,6 +222,7 @@ def test_rfc6531_u_labels_and_utf8_local_parts() -> None:
 
 
 def test_address_is_frozen_and_hashable() -> None:
+    """RFC 5321 §2.4: addresses compare by local part and case-insensitive domain."""
     address = Address("u", "X.Y")
     assert address.domain == "x.y"
     assert {address, Address("u", "x.y")} == {address}
@@ -243,9 +244,7 @@ def test_rfc5321_s4_1_2_any_text_parses_or_raises_address_error(text: str, smtpu
 
 
 _ATEXT = st.sampled_from(list("abcXYZ019!#$%&'*+-/=?^_`{|}~"))
-_LABEL = st.text(alphabet="abcxyz019-", min_size=1, max_size=12).filter(
-    lambda s: s[0] != "-" and s[-1] != "-"
-)
+_LABEL = st.text(alphabet="abcxyz019-", min_size=1, max_size=12).filter(lambda s: s[0] != "-" and s[-1] != "-")
 
 
 @given(

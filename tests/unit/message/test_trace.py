@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +21,7 @@ def test_rfc3848_protocol_keywords() -> None:
 def test_rfc5321_s4_4_received_layout() -> None:
     header = received_header(
         TraceInfo("client.test", "192.0.2.1", "mx.example.test", "ESMTPS", "ABC", "using TLSv1.3", "u@example.test"),
-        datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc),
+        datetime(2026, 11, 27, 12, 0, tzinfo=UTC),
     )
     assert header == (
         b"Received: from client.test ([192.0.2.1])\r\n"

@@ -21,9 +21,7 @@ from postkontor.protocol.smtp import (
 )
 
 SETTINGS = ServerSettings(hostname="mx.test", max_message_size=10_000)
-SUBMISSION = dataclasses.replace(
-    SETTINGS, starttls=True, auth_mechanisms=("PLAIN", "LOGIN"), auth_required=True
-)
+SUBMISSION = dataclasses.replace(SETTINGS, starttls=True, auth_mechanisms=("PLAIN", "LOGIN"), auth_required=True)
 PASSWORD = "secret"
 
 

@@ -76,6 +76,7 @@ def test_rfc4616_utf8_identities() -> None:
 
 
 def test_login_prompts_username_then_password() -> None:
+    """draft-murchison-sasl-login §2: prompts "Username:" and "Password:", base64 per RFC 4954 §4."""
     mechanism = LoginMechanism()
     first = mechanism.start(None)
     assert first == Challenge(b"Username:")
@@ -88,15 +89,15 @@ def test_login_prompts_username_then_password() -> None:
 
 
 def test_login_initial_response_is_the_username() -> None:
+    """draft-murchison-sasl-login §2.1: an initial response carries the user name."""
     mechanism = LoginMechanism()
     assert mechanism.start(b"alice") == Challenge(b"Password:")
     assert mechanism.step(b"pw") == Credentials("", "alice", "pw")
 
 
-@pytest.mark.parametrize(
-    ("user", "password"), [(b"", b"pw"), (b"alice", b""), (b"a\x00b", b"pw"), (b"\xff", b"pw")]
-)
+@pytest.mark.parametrize(("user", "password"), [(b"", b"pw"), (b"alice", b""), (b"a\x00b", b"pw"), (b"\xff", b"pw")])
 def test_login_malformed_fields_fail(user: bytes, password: bytes) -> None:
+    """RFC 4422 §3.7: an invalid response ends the exchange; empty, NUL or non-UTF-8 fields fail."""
     mechanism = LoginMechanism()
     mechanism.start(None)
     step = mechanism.step(user)
@@ -106,12 +107,11 @@ def test_login_malformed_fields_fail(user: bytes, password: bytes) -> None:
 
 
 def test_steps_after_the_end_fail() -> None:
+    """RFC 4422 §3: after the outcome no further step is possible."""
     for mechanism in (PlainMechanism(), LoginMechanism()):
         if isinstance(mechanism, LoginMechanism):
             mechanism.start(b"u")
-        outcome = (
-            mechanism.step(b"\x00u\x00p") if isinstance(mechanism, PlainMechanism) else mechanism.step(b"p")
-        )
+        outcome = mechanism.step(b"\x00u\x00p") if isinstance(mechanism, PlainMechanism) else mechanism.step(b"p")
         assert isinstance(outcome, Credentials)
         again = mechanism.step(b"\x00u\x00p")
         assert isinstance(again, SASLFailure)
@@ -134,6 +134,7 @@ def test_rfc4954_s4_equals_is_an_empty_initial_response_only() -> None:
 
 
 def test_step_line_decodes_and_ends_on_cancel() -> None:
+    """RFC 4954 §4: base64 response lines, "*" cancels."""
     mechanism = LoginMechanism()
     mechanism.start(None)
     assert mechanism.step_line(_b64(b"alice")) == Challenge(b"Password:")
@@ -168,6 +169,7 @@ def test_rfc4954_s4_any_response_line_decodes_or_fails_cleanly(line: bytes | str
 
 @given(st.lists(st.binary(max_size=30), max_size=4))
 def test_login_any_response_sequence_is_handled(responses: list[bytes]) -> None:
+    """RFC 4422 §3: any response sequence ends in a challenge, credentials or a failure."""
     mechanism = LoginMechanism()
     mechanism.start(None)
     for response in responses:

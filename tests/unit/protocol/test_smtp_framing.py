@@ -68,6 +68,7 @@ def test_rfc5321_s4_5_3_1_4_long_line_is_dropped_while_it_arrives() -> None:
 
 
 def test_discarding_keeps_a_trailing_cr_for_the_crlf() -> None:
+    """RFC 5321 §4.5.3.1.4: a CRLF split across reads still ends an over-long line."""
     buffer = ReceiveBuffer()
     buffer.feed(b"a" * 600 + b"\r")
     assert buffer.next_line(512) is None
@@ -76,6 +77,7 @@ def test_discarding_keeps_a_trailing_cr_for_the_crlf() -> None:
 
 
 def test_hard_limit_without_crlf_is_overflow_in_any_chunking() -> None:
+    """RFC 5321 §4.5.3.1.4 / SECURITY-CASES 24: a 64 KiB line without CRLF, same verdict in any chunking."""
     whole = ReceiveBuffer(hard_limit=1000)
     whole.feed(b"a" * 1001 + b"\r\n")
     assert whole.next_line(512) == Line(b"", LineProblem.OVERFLOW)
@@ -93,6 +95,7 @@ def test_hard_limit_without_crlf_is_overflow_in_any_chunking() -> None:
 
 
 def test_take_reads_raw_octets() -> None:
+    """RFC 3030 §2: BDAT octets are read by count, not by line."""
     buffer = ReceiveBuffer()
     buffer.feed(b"abc\r\ndefNOOP\r\n")
     assert buffer.take(8) == b"abc\r\ndef"

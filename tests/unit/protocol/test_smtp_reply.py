@@ -30,6 +30,7 @@ def test_rfc5321_s4_2_empty_text_and_rfc4954_empty_challenge() -> None:
 
 
 def test_reply_utf8_text_is_encoded() -> None:
+    """RFC 6531 §3.7.4: reply text may carry UTF-8 (addresses of SMTPUTF8 transactions)."""
     assert (
         Reply(250, "2.1.0", "Sender <jörg@bücher.test> ok").to_bytes()
         == "250 2.1.0 Sender <jörg@bücher.test> ok\r\n".encode()
@@ -58,6 +59,7 @@ def test_rfc5321_s4_2_1_reply_classes() -> None:
 def test_invalid_replies_are_refused_at_construction(
     code: int, enhanced: str | None, text: str | tuple[str, ...]
 ) -> None:
+    """RFC 5321 §4.2 / RFC 3463 §3.1: no CR/LF in text, valid and matching enhanced codes."""
     with pytest.raises(ValueError):
         Reply(code, enhanced, text)
 
@@ -74,9 +76,7 @@ def test_rfc5321_s4_2_parser_single_and_multi_line() -> None:
 
 def test_rfc2034_parser_extracts_enhanced_codes() -> None:
     parser = ReplyParser()
-    assert parser.feed(b"550-5.1.1 no such\r\n550 5.1.1 user\r\n") == [
-        Reply(550, "5.1.1", ("no such", "user"))
-    ]
+    assert parser.feed(b"550-5.1.1 no such\r\n550 5.1.1 user\r\n") == [Reply(550, "5.1.1", ("no such", "user"))]
     assert parser.feed(b"250 2.0.0\r\n") == [Reply(250, "2.0.0", "")]
     # A code of another class is text, not an enhanced code.
     assert parser.feed(b"250 5.0.0 odd\r\n") == [Reply(250, None, "5.0.0 odd")]
@@ -88,6 +88,7 @@ def test_rfc5321_s4_2_bare_code_reply_line() -> None:
 
 
 def test_parser_across_arbitrary_chunks() -> None:
+    """RFC 5321 §4.2: replies are reassembled whatever the read boundaries."""
     wire = b"250-a\r\n250-b\r\n250 c\r\n354 go ahead\r\n"
     parser = ReplyParser()
     out: list[Reply] = []
@@ -129,6 +130,7 @@ def test_rfc5321_s4_5_3_1_5_reply_lines_are_bounded() -> None:
 
 
 def test_parser_eof_inside_a_reply_is_an_error() -> None:
+    """RFC 5321 §4.2.1: a multi-line reply ends only with its last line."""
     parser = ReplyParser()
     parser.feed(b"250-a\r\n")
     with pytest.raises(SMTPProtocolError):
@@ -144,9 +146,7 @@ _TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF), m
     st.booleans(),
     st.lists(_TEXT, min_size=1, max_size=4),
 )
-def test_rfc5321_s4_2_to_bytes_and_parser_round_trip(
-    code: int, with_enhanced: bool, lines: list[str]
-) -> None:
+def test_rfc5321_s4_2_to_bytes_and_parser_round_trip(code: int, with_enhanced: bool, lines: list[str]) -> None:
     enhanced = f"{code // 100}.1.2" if with_enhanced and code // 100 != 3 else None
     lines = [line.strip(" ") for line in lines]
     if enhanced is None:

@@ -93,9 +93,7 @@ def test_rfc5321_s2_3_8_smuggling_fake_endings(ending: bytes) -> None:
 
 def test_rfc5321_s2_3_8_bare_lf_reply_text() -> None:
     session = _in_data()
-    assert session.feed(b"a\nb\r\n.\r\n") == [
-        Reply(550, "5.6.0", "Message contains bare CR or LF (RFC 5321 §2.3.8)")
-    ]
+    assert session.feed(b"a\nb\r\n.\r\n") == [Reply(550, "5.6.0", "Message contains bare CR or LF (RFC 5321 §2.3.8)")]
 
 
 def test_rfc5321_nul_in_data_rejected() -> None:

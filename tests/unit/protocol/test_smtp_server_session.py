@@ -241,9 +241,7 @@ def test_rfc5321_s4_5_3_1_4_huge_line_without_crlf_closes_with_bounded_memory() 
     assert session.conn.close_requested
 
 
-@pytest.mark.parametrize(
-    "wire", [b"EHLO x\nMAIL FROM:<a@b.c>\r\n", b"EHLO x\rMAIL FROM:<a@b.c>\r\n", b"NOOP\x00\r\n"]
-)
+@pytest.mark.parametrize("wire", [b"EHLO x\nMAIL FROM:<a@b.c>\r\n", b"EHLO x\rMAIL FROM:<a@b.c>\r\n", b"NOOP\x00\r\n"])
 def test_rfc5321_s2_3_8_bare_cr_lf_or_nul_in_command_is_not_executed(wire: bytes) -> None:
     """SECURITY-CASES 4: the whole line is refused; the EHLO hidden before the bare LF does not run."""
     session = Session()
@@ -278,6 +276,7 @@ def test_rfc5321_s4_3_2_too_many_errors_closes_with_421() -> None:
 
 
 def test_adapter_replies_count_as_errors() -> None:
+    """RFC 5321 §4.2.2: the adapter's negative replies count toward the error limit too."""
     session = Session(dataclasses.replace(SETTINGS, max_errors=1)).ready()
     session.command("MAIL FROM:<a@b.c>")
     session.command("RCPT TO:<unknown1@x.y>")
@@ -286,6 +285,7 @@ def test_adapter_replies_count_as_errors() -> None:
 
 
 def test_send_without_pending_decision_is_a_protocol_error() -> None:
+    """RFC 5321 §4.2: exactly one reply per command; a reply nobody asked for is a bug."""
     conn = SMTPServerConnection(SETTINGS)
     with pytest.raises(SMTPProtocolError):
         conn.send(Reply(250, "2.0.0", "Ok"))
@@ -294,6 +294,7 @@ def test_send_without_pending_decision_is_a_protocol_error() -> None:
 
 
 def test_decision_blocks_further_events_until_send() -> None:
+    """RFC 2920 §3.2: pipelined commands are answered strictly in order."""
     conn = SMTPServerConnection(SETTINGS)
     conn.start()
     conn.receive_data(b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nNOOP\r\n")
@@ -307,6 +308,7 @@ def test_decision_blocks_further_events_until_send() -> None:
 
 
 def test_receive_eof_stops_everything_but_a_pending_answer() -> None:
+    """RFC 5321 §3.8: a closed connection ends the session; a pending reply may still go out."""
     conn = SMTPServerConnection(SETTINGS)
     conn.receive_data(b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nNOOP\r\n")
     conn.next_event()
@@ -319,6 +321,7 @@ def test_receive_eof_stops_everything_but_a_pending_answer() -> None:
 
 
 def test_shutdown_queues_the_reply_and_requests_close() -> None:
+    """RFC 5321 §3.8: 421 and close on shutdown."""
     conn = SMTPServerConnection(SETTINGS)
     conn.start()
     conn.data_to_send()
@@ -330,6 +333,7 @@ def test_shutdown_queues_the_reply_and_requests_close() -> None:
 
 
 def test_settings_are_validated() -> None:
+    """RFC 5321 §4.1.1.1: the hostname appears in replies, so it must not break them."""
     with pytest.raises(ValueError):
         ServerSettings(hostname="bad\r\nhost", max_message_size=1)
     with pytest.raises(ValueError):
