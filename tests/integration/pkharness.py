@@ -132,7 +132,7 @@ class DevServer:
 
     def messages(self, address: str = DEMO) -> list[bytes]:
         box = self.maildir(address)
-        return [box.get_bytes(key) for key in box]
+        return [box.get_bytes(key) for key in box.iterkeys()]
 
     def wait_for_messages(self, count: int, address: str = DEMO, timeout: float = 10.0) -> list[bytes]:
         deadline = time.monotonic() + timeout

@@ -123,3 +123,18 @@ def test_too_many_errors_closes_with_421(server: DevServer) -> None:
         assert w.code() == 500
         assert w.code() == 421
         assert w.closed()
+
+
+def test_rfc5321_s4_5_3_1_endless_line_closes_connection(server: DevServer) -> None:
+    """A 10 MB line without CRLF: 421 and close, memory bounded (SECURITY-CASES 24)."""
+    with Wire(server.mx) as w:
+        w.code()
+        chunk = b"x" * 65536
+        try:
+            for _ in range(160):
+                w.send(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        code, text = w.reply()
+        assert code in (421, 500), (code, text)
+        assert w.closed()

@@ -102,3 +102,42 @@ def test_rfc4954_auth_edge_cases(server: DevServer) -> None:
         assert smtp.docmd("AUTH", "CRAM-MD5")[0] == 504
         smtp.login(DEMO, DEMO_PASSWORD)
         assert smtp.docmd("AUTH", "PLAIN " + base64.b64encode(f"\0{DEMO}\0{DEMO_PASSWORD}".encode()).decode())[0] == 503
+
+
+def test_rfc8314_tls_versions_and_ciphers(server: DevServer) -> None:
+    """TLS 1.3 offered; TLS 1.2 only with forward-secret AEAD suites; nothing older (RFC 8996, RFC 7525)."""
+    import socket
+    import ssl
+
+    for port, implicit in ((server.submissions, True), (server.submission, False)):
+        context = server.client_tls_context()
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if not implicit:
+            w = Wire.__new__(Wire)
+            w.sock, w.buffer = raw, b""
+            w.code()
+            w.command("EHLO x.test")
+            assert w.command("STARTTLS")[0] == 220
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.version() == "TLSv1.3"
+    context = server.client_tls_context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with (
+        socket.create_connection(("127.0.0.1", server.submissions), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        name, version, _bits = tls.cipher()
+        assert version == "TLSv1.2" and name.startswith("ECDHE-") and ("GCM" in name or "CHACHA20" in name)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("ALL:@SECLEVEL=0")
+    with socket.create_connection(("127.0.0.1", server.submissions), timeout=10) as raw:
+        try:
+            old.wrap_socket(raw, server_hostname="localhost")
+        except (ssl.SSLError, ConnectionResetError):
+            pass
+        else:
+            raise AssertionError("a TLS 1.1 handshake succeeded")
