@@ -25,6 +25,7 @@ from postkontor.config.model import (
     LimitsConfig,
     ListenerConfig,
     ListenerKind,
+    OutboundConfig,
     TimeoutsConfig,
     TLSConfig,
 )
@@ -211,7 +212,7 @@ class _Reader:
 
 # --- the schema ---------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("hostname", "dns", "tls", "listener", "limits", "timeouts", "delivery")
+_TOP_KEYS = ("hostname", "dns", "tls", "listener", "limits", "timeouts", "delivery", "outbound")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -241,7 +242,7 @@ def normalize_nameserver(text: str) -> str | None:
 
 
 def _section(reader: _Reader, raw: Mapping[str, Any], name: str, cls: type[Any]) -> Any:
-    """[limits] and [timeouts]: every field optional and typed by its default, so new fields need no code."""
+    """[limits], [timeouts], [outbound]: every field optional and typed by its default, so new fields need no code."""
     if name not in raw:
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -375,6 +376,7 @@ def parse_config(text: str, *, source: Path, data_dir: Path) -> Config:
         limits=_section(reader, raw, "limits", LimitsConfig),
         timeouts=_section(reader, raw, "timeouts", TimeoutsConfig),
         delivery=_delivery(reader, raw),
+        outbound=_section(reader, raw, "outbound", OutboundConfig),
         dns_servers=tuple(dns),
         source=source,
     )
@@ -432,6 +434,24 @@ _EXPLAIN: dict[str, str] = {
     "max_alias_depth": "alias hops followed before a loop is assumed (1 to 100)",
 }
 
+_EXPLAIN_OUTBOUND: dict[str, str] = {
+    "port": "the remote SMTP port (25 on the internet; tests and special setups change it)",
+    "max_connections": "outbound SMTP connections at once, all destinations together",
+    "max_connections_per_domain": "outbound SMTP connections at once to one destination domain",
+    "retry_first": "seconds before the first retry; each later retry waits retry_backoff times longer",
+    "retry_backoff": "factor between retry intervals (5, 10, 20, 40 minutes ... by default)",
+    "retry_max_interval": "longest wait between retries, in seconds (then hourly by default)",
+    "max_lifetime": "seconds a message may stay queued before it bounces (5 days)",
+    "delay_warning_after": "seconds after which the sender gets one 'delayed' notice (0 = never)",
+    "connection_cache_time": "seconds an idle outbound connection is kept for the next message",
+    "connect_timeout": "seconds to establish a TCP connection",
+    "greeting_timeout": "seconds to wait for the 220 greeting (RFC 5321 4.5.3.2: 5 minutes)",
+    "command_timeout": "seconds to wait for replies to EHLO, MAIL, RCPT, RSET, STARTTLS (5 minutes)",
+    "data_init_timeout": "seconds to wait for the 354 after DATA (2 minutes)",
+    "data_block_timeout": "seconds a block of message data may take to send (3 minutes)",
+    "data_end_timeout": "seconds to wait for the reply after the end of data (10 minutes)",
+}
+
 _LISTENER_NOTES = {
     ListenerKind.MX: "mail from the world for our domains; STARTTLS offered, no AUTH",
     ListenerKind.SUBMISSION: "your users' clients: STARTTLS, then AUTH",
@@ -451,10 +471,10 @@ def _toml(value: object) -> str:
     return repr(value)
 
 
-def _commented_defaults(cls: type[Any]) -> list[str]:
+def _commented_defaults(cls: type[Any], explain: dict[str, str] = _EXPLAIN) -> list[str]:
     lines = []
     for field in dataclasses.fields(cls):
-        lines.append(f"# {_EXPLAIN.get(field.name, field.name.replace('_', ' '))}")
+        lines.append(f"# {explain.get(field.name, field.name.replace('_', ' '))}")
         lines.append(f"#{field.name} = {_toml(field.default)}")
     return lines
 
@@ -502,4 +522,6 @@ def render_config(
     out += _commented_defaults(TimeoutsConfig)
     out += ["", "# Local delivery.", "[delivery]"]
     out += _commented_defaults(DeliveryConfig)
+    out += ["", "# The outbound queue: retries, bounces, connection limits and SMTP client timeouts.", "[outbound]"]
+    out += _commented_defaults(OutboundConfig, _EXPLAIN_OUTBOUND)
     return "\n".join(out) + "\n"

@@ -68,6 +68,29 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundConfig:
+    """The outbound queue and SMTP client. Retry n waits retry_first * retry_backoff**n, capped at
+    retry_max_interval (default 5, 10, 20, 40 minutes, then hourly) until max_lifetime (5 days)."""
+
+    port: int = 25  # the remote SMTP port; only tests and special setups change it
+    max_connections: int = 20  # outbound SMTP connections at once, all destinations
+    max_connections_per_domain: int = 5
+    retry_first: float = 300.0
+    retry_backoff: float = 2.0
+    retry_max_interval: float = 3600.0
+    max_lifetime: float = 5 * 86400.0  # then the message bounces
+    delay_warning_after: float = 4 * 3600.0  # one "delayed" DSN (RFC 3464) after this long
+    connection_cache_time: float = 5.0  # an idle connection is kept this long for the next message
+    # RFC 5321 §4.5.3.2 client timeouts
+    connect_timeout: float = 30.0
+    greeting_timeout: float = 300.0
+    command_timeout: float = 300.0  # EHLO, MAIL, RCPT, RSET, STARTTLS
+    data_init_timeout: float = 120.0
+    data_block_timeout: float = 180.0
+    data_end_timeout: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     hostname: str
@@ -76,8 +99,18 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     dns_servers: tuple[str, ...] = ()  # "HOST:PORT" or "HOST"; empty means the system resolver
     source: Path | None = None  # the file this was loaded from, for messages
+
+    @property
+    def bind_address(self) -> str | None:
+        """Outbound connections leave from the MX listener's address when it is a specific IP (as Postfix's
+        smtp_bind_address), so SPF sees the address the domain's records name."""
+        for listener in self.listeners:
+            if listener.kind is ListenerKind.MX and listener.address not in ("0.0.0.0", "::"):
+                return listener.address
+        return None
 
     @property
     def accounts_db(self) -> Path:
