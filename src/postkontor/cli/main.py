@@ -20,6 +20,7 @@ from pathlib import Path
 
 from postkontor.admin.datadir import AdminError, init_data_dir, load_data_dir, open_accounts
 from postkontor.admin.dev import DEMO_LOCALPART, DEMO_PASSWORD, prepare_dev
+from postkontor.cli.queue_commands import add_queue_parser, run_queue_command
 from postkontor.config.loader import ConfigError
 from postkontor.config.model import Config, ListenerConfig, ListenerKind
 from postkontor.store.accounts import AccountError
@@ -250,6 +251,10 @@ def _cmd_alias(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_queue(args: argparse.Namespace) -> int:
+    return run_queue_command(args, load_data_dir(_data_dir(args)))
+
+
 # --- parsing ------------------------------------------------------------------------------------------------
 
 
@@ -328,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     alias_remove.add_argument("source")
     alias_remove.add_argument("target", nargs="?")
     alias.set_defaults(handler=_cmd_alias)
+
+    add_queue_parser(commands, common).set_defaults(handler=_cmd_queue)
     return parser
 
 

@@ -7,6 +7,8 @@ can be replayed after a crash without duplicating anything. Each local copy gets
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from postkontor.queue.store import QueueStore
 from postkontor.spool.journal import SpoolMessage
 from postkontor.store.accounts import Mailbox
@@ -22,6 +24,8 @@ class Materializer:
         self._maildir = maildir
         self._queue = queue
         self._hostname = hostname
+        # Called (from the worker thread) after remote recipients were queued: wakes the queue runner.
+        self.on_queued: Callable[[], None] | None = None
 
     def __call__(self, messages: list[SpoolMessage], replay: bool) -> None:
         """Store a batch; `replay` (crash recovery) makes every store look for copies made before the crash."""
@@ -38,5 +42,20 @@ class Materializer:
         for message in messages:
             if message.remote:
                 self._queue.enqueue(
-                    message.spool_id, message.sender, list(message.remote), message.data, now=message.received
+                    message.spool_id,
+                    message.sender,
+                    [target.address for target in message.remote],
+                    message.data,
+                    now=message.received,
+                    envid=message.envid,
+                    ret=message.ret,
+                    dsn={
+                        target.address: (target.orcpt, None if target.notify is None else ",".join(target.notify))
+                        for target in message.remote
+                        if target.orcpt is not None or target.notify is not None
+                    },
+                    smtputf8=message.smtputf8,
+                    body_8bit=message.body_8bit,
                 )
+        if self.on_queued is not None and any(message.remote for message in messages):
+            self.on_queued()

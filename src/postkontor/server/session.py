@@ -19,8 +19,8 @@ from postkontor.config.model import Config, ListenerKind
 from postkontor.message.address import Address
 from postkontor.message.trace import TraceInfo, count_received, received_header, with_protocol
 from postkontor.policy.throttle import FailureThrottle
-from postkontor.protocol.smtp import AuthRequest, MailFrom, MessageReceived, RcptTo, Reply
-from postkontor.spool.journal import LocalTarget, SpoolMessage
+from postkontor.protocol.smtp import AuthRequest, MailFrom, MailParams, MessageReceived, RcptTo, Reply
+from postkontor.spool.journal import LocalTarget, RemoteTarget, SpoolMessage
 from postkontor.spool.spool import Spool, SpoolError
 from postkontor.store.accounts import AccountStore, Mailbox, Resolution
 from postkontor.store.maildir import MaildirStore
@@ -78,7 +78,7 @@ class Services:
 class _Recipient:
     address: str
     resolution: Resolution
-    remote: tuple[str, ...] = ()
+    remote: tuple[RemoteTarget, ...] = ()
 
 
 @dataclass
@@ -87,14 +87,14 @@ class SessionPolicy:
     kind: ListenerKind
     client_ip: str
     sender: str = ""
-    sender_smtputf8: bool = False
+    mail_params: MailParams = field(default_factory=MailParams)
     recipients: list[_Recipient] = field(default_factory=list)
 
     # --- MAIL -------------------------------------------------------------------------------------------------
     def mail_from(self, event: MailFrom, authenticated: str | None) -> Reply:
         self.recipients = []
         self.sender = "" if event.sender is None else str(event.sender)
-        self.sender_smtputf8 = event.params.smtputf8
+        self.mail_params = event.params
         submitted = self.kind is not ListenerKind.MX and authenticated is not None
         if submitted and event.sender is not None and not self._owns(authenticated or "", event.sender):
             return Reply(553, "5.7.1", f"Sender address <{event.sender}> is not owned by user {authenticated}")
@@ -124,7 +124,8 @@ class SessionPolicy:
         if not local_domain:
             if self.kind is ListenerKind.MX:
                 return RELAY_DENIED
-            self.recipients.append(_Recipient(str(recipient), Resolution(), remote=(str(recipient),)))
+            target = RemoteTarget(str(recipient), event.params.orcpt, event.params.notify)
+            self.recipients.append(_Recipient(str(recipient), Resolution(), remote=(target,)))
             return OK_RECIPIENT
         if _ROUTING_CHARACTERS.intersection(recipient.localpart):
             return RELAY_DENIED
@@ -138,7 +139,10 @@ class SessionPolicy:
             quota, used = await self._quota(mailbox)
             if quota and used >= quota:
                 return MAILBOX_FULL
-        self.recipients.append(_Recipient(address, resolution, remote=resolution.remote))
+        # Forwarded copies keep who they were originally for (RFC 3461 §4.2 ORCPT).
+        orcpt = event.params.orcpt or f"rfc822;{address}"
+        forwards = tuple(RemoteTarget(target, orcpt, event.params.notify) for target in resolution.remote)
+        self.recipients.append(_Recipient(address, resolution, remote=forwards))
         return OK_RECIPIENT
 
     async def _quota(self, mailbox: Mailbox) -> tuple[int, int]:
@@ -156,10 +160,11 @@ class SessionPolicy:
         if count_received(event.data) > config.limits.max_received_headers:
             return HOP_LOOP
         mailboxes: dict[Mailbox, None] = {}
-        remote: dict[str, None] = {}
+        remote: dict[str, RemoteTarget] = {}
         for rcpt in self.recipients:
             mailboxes.update(dict.fromkeys(rcpt.resolution.mailboxes))
-            remote.update(dict.fromkeys(rcpt.remote))
+            for target in rcpt.remote:
+                remote.setdefault(target.address.lower(), target)
         for mailbox in mailboxes:
             quota, used = await self._quota(mailbox)
             if quota and used + len(event.data) > quota:
@@ -172,7 +177,7 @@ class SessionPolicy:
             hostname=config.hostname,
             protocol=with_protocol(
                 extended=extended, tls=tls is not None, authenticated=authenticated is not None,
-                smtputf8=self.sender_smtputf8,
+                smtputf8=self.mail_params.smtputf8,
             ),
             spool_id=spool_id,
             tls=tls,
@@ -183,8 +188,12 @@ class SessionPolicy:
             received=now,
             sender=self.sender,
             local=tuple(LocalTarget(m.domain, m.localpart) for m in mailboxes),
-            remote=tuple(remote),
+            remote=tuple(remote.values()),
             data=received_header(trace) + event.data,
+            smtputf8=self.mail_params.smtputf8,
+            body_8bit=self.mail_params.body == "8BITMIME",
+            envid=self.mail_params.envid,
+            ret=self.mail_params.ret,
         )
         try:
             await self.services.spool.accept(message)

@@ -51,6 +51,9 @@ def engine_settings(server: MailServer, listener: ListenerConfig) -> ServerSetti
         auth_mechanisms=("PLAIN", "LOGIN") if submission else (),
         auth_requires_tls=True,
         auth_required=submission,
+        dsn=submission,  # RFC 3461 on submission: NOTIFY, RET, ENVID, ORCPT are stored with the queued mail
+        # ORCPT can carry a full address in xtext: a 512-octet line would not always hold it (RFC 3461 §5).
+        max_command_line=2048 if submission else 512,
     )
 
 

@@ -42,6 +42,15 @@ class LocalTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteTarget:
+    """A recipient for the outbound queue, with its RFC 3461 parameters."""
+
+    address: str
+    orcpt: str | None = None
+    notify: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SpoolMessage:
     """A message accepted by a session, with its routing decided at RCPT time."""
 
@@ -49,8 +58,12 @@ class SpoolMessage:
     received: float  # UNIX time of acceptance
     sender: str  # "" for the null reverse-path
     local: tuple[LocalTarget, ...]
-    remote: tuple[str, ...]
+    remote: tuple[RemoteTarget, ...]
     data: bytes  # the message as stored, trace headers included, CRLF line ends
+    smtputf8: bool = False  # the next hop must offer SMTPUTF8 (RFC 6531)
+    body_8bit: bool = False  # declared BODY=8BITMIME (RFC 6152)
+    envid: str | None = None  # RFC 3461 ENVID
+    ret: str | None = None  # RFC 3461 RET
 
     def encode(self) -> bytes:
         meta = json.dumps(
@@ -59,7 +72,11 @@ class SpoolMessage:
                 "t": self.received,
                 "from": self.sender,
                 "local": [[t.domain, t.localpart, t.folder] for t in self.local],
-                "remote": list(self.remote),
+                "remote": [[r.address, r.orcpt, None if r.notify is None else list(r.notify)] for r in self.remote],
+                "utf8": self.smtputf8,
+                "8bit": self.body_8bit,
+                "envid": self.envid,
+                "ret": self.ret,
             },
             separators=(",", ":"),
         ).encode()
@@ -74,8 +91,15 @@ class SpoolMessage:
             received=float(fields["t"]),
             sender=str(fields["from"]),
             local=tuple(LocalTarget(str(d), str(lp), None if f is None else str(f)) for d, lp, f in fields["local"]),
-            remote=tuple(str(r) for r in fields["remote"]),
+            remote=tuple(
+                RemoteTarget(str(a), None if o is None else str(o), None if n is None else tuple(map(str, n)))
+                for a, o, n in fields["remote"]
+            ),
             data=data,
+            smtputf8=bool(fields.get("utf8", False)),
+            body_8bit=bool(fields.get("8bit", False)),
+            envid=None if fields.get("envid") is None else str(fields["envid"]),
+            ret=None if fields.get("ret") is None else str(fields["ret"]),
         )
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postkontor.spool.journal import Journal, JournalError, LocalTarget, SpoolMessage
+from postkontor.spool.journal import Journal, JournalError, LocalTarget, RemoteTarget, SpoolMessage
 from postkontor.spool.spool import Spool, SpoolError
 
 
@@ -21,8 +21,12 @@ def _message(n: int, data: bytes = b"Subject: x\r\n\r\nbody\r\n") -> SpoolMessag
         received=1_700_000_000.5 + n,
         sender="a@remote.test",
         local=(LocalTarget("example.test", "demo"), LocalTarget("example.test", "bob", "Junk")),
-        remote=("x@remote.test",),
+        remote=(RemoteTarget("x@remote.test"), RemoteTarget("y@remote.test", "rfc822;y@remote.test", ("NEVER",))),
         data=data,
+        smtputf8=n % 2 == 0,
+        body_8bit=True,
+        envid="env-1" if n % 3 == 0 else None,
+        ret="HDRS",
     )
 
 
