@@ -167,17 +167,28 @@ class DevServer:
         return context
 
 
+# Remote domains in tests resolve to an address where nothing listens: mail for them stays queued (deferred).
+# Tests never let a server ask the real DNS.
+TEST_ZONE = {
+    ("remote.test", "MX"): ["10 mx.remote.test."],
+    ("mx.remote.test", "A"): ["127.0.0.9"],
+}
+
+
 @contextlib.contextmanager
 def running_server(data: Path, *extra: str) -> Iterator[DevServer]:
-    server = DevServer(data=data, port_base=free_port_base())
-    server.start(*extra)
-    try:
-        yield server
-    finally:
+    from pkworld import dns_server  # pkworld imports this module
+
+    with dns_server(TEST_ZONE) as dns:
+        server = DevServer(data=data, port_base=free_port_base())
+        server.start("--dns", dns, *extra)
         try:
-            server.stop()
+            yield server
         finally:
-            server.kill()
+            try:
+                server.stop()
+            finally:
+                server.kill()
 
 
 class Wire:

@@ -14,18 +14,22 @@ import logging
 import signal
 import ssl
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 
 from postkontor.auth.passwords import PasswordHasher
 from postkontor.config.model import Config
 from postkontor.delivery.local import Materializer
+from postkontor.delivery.remote import RemoteDelivery
+from postkontor.dns.resolver import MailResolver
 from postkontor.policy.throttle import FailureThrottle
+from postkontor.queue.runner import QueueRunner
 from postkontor.queue.store import QueueStore
-from postkontor.server.session import Services
+from postkontor.server.session import Services, ascii_domain, new_spool_id
 from postkontor.server.smtp import SMTPConnection, engine_settings
 from postkontor.server.tls import server_context
-from postkontor.spool.journal import Journal
+from postkontor.spool.journal import Journal, LocalTarget, RemoteTarget, SpoolMessage
 from postkontor.spool.spool import Spool
 from postkontor.store.maildir import MaildirStore
 from postkontor.store.sqlite_accounts import SQLiteAccountStore
@@ -56,6 +60,8 @@ class MailServer:
         self._queue: QueueStore | None = None
         self._accounts: SQLiteAccountStore | None = None
         self._services: Services | None = None
+        self._runner: QueueRunner | None = None
+        self._deliverer: RemoteDelivery | None = None
         self.recovered = 0
 
     @property
@@ -75,7 +81,8 @@ class MailServer:
         maildir = MaildirStore(config.mail_dir, config.hostname)
         maildir.clean_tmp_all()
         self._queue = QueueStore(config.queue_dir)
-        spool = Spool(Journal(config.spool_dir), Materializer(maildir, self._queue, config.hostname))
+        materializer = Materializer(maildir, self._queue, config.hostname)
+        spool = Spool(Journal(config.spool_dir), materializer)
         self.recovered = await asyncio.get_running_loop().run_in_executor(None, spool.recover)
         if self.recovered:
             log.info("recovered %d message(s) from the spool journal", self.recovered)
@@ -93,6 +100,22 @@ class MailServer:
             postmaster_domain=_postmaster_domain(config, accounts.list_domains()),
         )
         loop = asyncio.get_running_loop()
+        self._deliverer = RemoteDelivery(config, MailResolver(config.dns_servers))
+        runner = QueueRunner(
+            self._queue,
+            self._deliverer,
+            config.outbound,
+            hostname=config.hostname,
+            inject=self.inject,
+            postmaster=f"postmaster@{self._services.postmaster_domain}",
+        )
+        self._runner = runner
+
+        def wake_runner() -> None:  # called from a delivery thread
+            loop.call_soon_threadsafe(runner.wake)
+
+        materializer.on_queued = wake_runner
+        runner.start()
         for listener in config.listeners:
             settings = engine_settings(self, listener)
             implicit_tls = self.tls_context if listener.kind.value == "submissions" else None
@@ -111,6 +134,33 @@ class MailServer:
             )
             self._servers.append(server)
             log.info("listening on %s", listener.label)
+
+    async def inject(self, data: bytes, recipients: list[str]) -> None:
+        """Spool a message we generated ourselves (a DSN) with the null reverse-path (RFC 3464 §2, RFC 5321 §4.5.5):
+        local recipients get it in their mailbox, remote ones through the queue."""
+        accounts = self.services.accounts
+        local: dict[LocalTarget, None] = {}
+        remote: list[RemoteTarget] = []
+        for address in recipients:
+            localpart, _, domain = address.rpartition("@")
+            ascii_name = ascii_domain(domain)
+            if ascii_name is not None and accounts.is_local_domain(ascii_name):
+                resolution = accounts.resolve(f"{localpart.lower()}@{ascii_name}")
+                local.update(dict.fromkeys(LocalTarget(m.domain, m.localpart) for m in resolution.mailboxes))
+                remote.extend(RemoteTarget(r) for r in resolution.remote)
+                if not resolution.exists:
+                    log.warning("dropping a notification for unknown local address <%s>", address)
+            else:
+                remote.append(RemoteTarget(address))
+        if not local and not remote:
+            return
+        now = time.time()
+        message = SpoolMessage(
+            spool_id=new_spool_id(now), received=now, sender="", local=tuple(local), remote=tuple(remote), data=data,
+            smtputf8=not all(r.address.isascii() for r in remote),
+            body_8bit=not data.isascii(),  # a DSN returning an 8-bit original carries 8-bit parts
+        )
+        await self.services.spool.accept(message)
 
     # --- connection accounting ----------------------------------------------------------------------------------
     def admit(self, connection: SMTPConnection) -> bool:
@@ -151,6 +201,10 @@ class MailServer:
         for connection in list(self._connections):
             connection.close_for_shutdown(force=True)
         await asyncio.sleep(0)
+        if self._runner is not None:
+            await self._runner.stop()
+        if self._deliverer is not None:
+            await self._deliverer.close()
         if self._services is not None:
             await self._services.spool.close()
         if self._accounts is not None:

@@ -1,6 +1,7 @@
 """The sans-IO SMTP engine (RFC 5321 and its extensions): server state machine, command and reply parsing,
 DATA/BDAT framing and dot-stuffing for the client role."""
 
+from postkontor.protocol.smtp.client import Extensions, SMTPClientConnection, encode_xtext, parse_ehlo
 from postkontor.protocol.smtp.commands import SMTPSyntaxError
 from postkontor.protocol.smtp.events import (
     AuthRequest,
@@ -23,6 +24,7 @@ __all__ = [
     "DataReader",
     "DecisionEvent",
     "Event",
+    "Extensions",
     "Hello",
     "MailFrom",
     "MailParams",
@@ -32,6 +34,7 @@ __all__ = [
     "ReceiveBuffer",
     "Reply",
     "ReplyParser",
+    "SMTPClientConnection",
     "SMTPProtocolError",
     "SMTPServerConnection",
     "SMTPSyntaxError",
@@ -39,5 +42,7 @@ __all__ = [
     "StartTLSRequested",
     "check_message",
     "dot_stuff",
+    "encode_xtext",
+    "parse_ehlo",
     "unstuff",
 ]
