@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import email
 import email.policy
+import shutil
 import smtplib
+import socket
 import ssl
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +19,7 @@ from pathlib import Path
 import pytest
 from pkworld import Instance, dns_server, require_root
 
-A_IP, B_IP, DOWN_IP = "127.0.0.2", "127.0.0.3", "127.0.0.9"
+A_IP, B_IP, SINK_IP, DOWN_IP = "127.0.0.2", "127.0.0.3", "127.0.0.5", "127.0.0.9"
 ZONE = {
     ("a.test", "MX"): ["10 mx.a.test."],
     ("mx.a.test", "A"): [A_IP],
@@ -24,7 +28,11 @@ ZONE = {
     ("nullmx.test", "MX"): ["0 ."],
     ("down.test", "MX"): ["10 mx.down.test."],
     ("mx.down.test", "A"): [DOWN_IP],
+    ("sink.test", "MX"): ["10 mx.sink.test."],
+    ("mx.sink.test", "A"): [SINK_IP],
 }
+# A retries only every 30 s: the tests show that `queue flush` (not the clock) brings deferred mail through.
+SLOW_RETRIES = {"retry_first": 30.0, "retry_backoff": 1.0, "retry_max_interval": 30.0, "connect_timeout": 2.0}
 FAST_RETRIES = {"retry_first": 1.0, "retry_backoff": 1.0, "retry_max_interval": 1.0, "connect_timeout": 2.0}
 
 
@@ -33,13 +41,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, 
     require_root()
     root = tmp_path_factory.mktemp("world")
     with dns_server(ZONE) as dns:
-        a = Instance(root / "a", "a.test", A_IP, dns, outbound=FAST_RETRIES)
+        a = Instance(root / "a", "a.test", A_IP, dns, outbound=SLOW_RETRIES)
         b = Instance(root / "b", "b.test", B_IP, dns, outbound=FAST_RETRIES)
         for instance in (a, b):
             instance.setup()
         a.cli("user", "add", "alice@a.test", stdin="alice-pw\n")
         b.cli("user", "add", "bob@b.test", stdin="bob-pw\n")
         b.cli("user", "add", "carol@b.test", stdin="carol-pw\n")
+        b.cli("user", "add", "dave@b.test", stdin="dave-pw\n")
         for instance in (a, b):
             instance.start()
         try:
@@ -109,25 +118,92 @@ def test_rfc7505_null_mx_bounces_at_once(world: tuple[Instance, Instance]) -> No
     assert bounces and b"5.1.10" in bounces[0]
 
 
-def test_rfc5321_s4_5_4_1_retry_until_the_remote_comes_back(world: tuple[Instance, Instance]) -> None:
-    """B is down: the message stays queued with attempts counted, and is delivered once B is back."""
+def _wait_attempts(instance: Instance, recipient: str, attempts: int) -> list[tuple[str, str, str, int]]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = [r for r in instance.queued() if r[1] == recipient and r[2] == "queued"]
+        if rows and rows[0][3] >= attempts:
+            return rows
+        time.sleep(0.1)
+    return rows
+
+
+def test_rfc5321_s4_5_4_1_remote_down_then_flush_delivers(world: tuple[Instance, Instance]) -> None:
+    """B is down: the message waits in A's queue; after B starts, `queue flush` brings it through."""
     a, b = world
     b.stop()
     try:
         subject = f"retry-{uuid.uuid4()}"
         _submit(a, "alice@a.test", "alice-pw", ["carol@b.test"], subject)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            rows = [r for r in a.queued() if r[1] == "carol@b.test" and r[2] == "queued"]
-            if rows and rows[0][3] >= 2:
-                break
-            time.sleep(0.1)
-        assert rows and rows[0][3] >= 2, rows
-        listing = a.cli("queue", "list").stdout
-        assert "carol@b.test" in listing
+        rows = _wait_attempts(a, "carol@b.test", 1)
+        assert rows and rows[0][3] >= 1, rows
+        assert "carol@b.test" in a.cli("queue", "list").stdout
     finally:
         b.start()
-    assert len(b.find("carol", subject)) == 1
+    a.cli("queue", "flush")
+    assert len(b.find("carol", subject, timeout=15)) == 1, "delivered long before the 30 s retry"
+    assert _wait_queue_empty(a) == []
+
+
+def test_rfc5321_4xx_then_250_is_delivered_once(world: tuple[Instance, Instance]) -> None:
+    """B says 452 4.2.2 (dave over quota) at first, then 250 once the quota is raised: one copy arrives."""
+    a, b = world
+    with smtplib.SMTP(B_IP, 25, timeout=20) as smtp:
+        smtp.sendmail("x@elsewhere.test", ["dave@b.test"], b"Subject: filler\r\n\r\nfill\r\n")
+    assert b.find("dave", "filler")
+    b.cli("user", "quota", "dave@b.test", "1")
+    subject = f"quota-{uuid.uuid4()}"
+    _submit(a, "alice@a.test", "alice-pw", ["dave@b.test"], subject)
+    rows = _wait_attempts(a, "dave@b.test", 1)
+    assert rows, "deferred on 452, still queued"
+    show = a.cli("queue", "show", rows[0][0]).stdout
+    assert "4.2.2" in show, show
+    b.cli("user", "quota", "dave@b.test", "0")
+    a.cli("queue", "flush")
+    assert len(b.find("dave", subject, timeout=15)) == 1
+    time.sleep(1.0)
+    assert len(b.find("dave", subject)) == 1, "delivered exactly once"
+    assert _wait_queue_empty(a) == []
+
+
+def test_third_party_receiver_postfix_smtp_sink(world: tuple[Instance, Instance]) -> None:
+    """Postfix's smtp-sink as the remote MX: it saves `.foo` and `.` lines intact (we dot-stuffed them)."""
+    a, _ = world
+    sink = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not Path(sink).exists():
+        pytest.fail("smtp-sink is not installed: .ci/run installs Debian's postfix package")
+    # smtp-sink drops to "nobody", who cannot enter pytest's private tmp_path.
+    dump = Path(tempfile.mkdtemp(prefix="pk-smtp-sink-"))
+    dump.chmod(0o777)
+    process = subprocess.Popen([sink, "-u", "nobody", "-d", f"{dump}/%H%M%S.", f"{SINK_IP}:25", "10"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((SINK_IP, 25), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        subject = f"sink-{uuid.uuid4()}"
+        body = f"From: <alice@a.test>\r\nSubject: {subject}\r\n\r\n.foo\r\n.\r\n..two\r\nend\r\n"
+        context = ssl.create_default_context(cafile=str(a.data / "tls" / "cert.pem"))
+        context.check_hostname = False
+        with smtplib.SMTP(A_IP, 587, timeout=20) as smtp:
+            smtp.starttls(context=context)
+            smtp.login("alice@a.test", "alice-pw")
+            smtp.sendmail("alice@a.test", ["rcpt@sink.test"], body.encode())
+        deadline = time.monotonic() + 20
+        saved = ""
+        while time.monotonic() < deadline and subject not in saved:
+            saved = "".join(p.read_text(errors="replace") for p in dump.iterdir())
+            time.sleep(0.1)
+        assert subject in saved, "smtp-sink received nothing"
+        assert "X-Rcpt-Args: <rcpt@sink.test>" in saved
+        assert "\n.foo\n.\n..two\nend\n" in saved, saved
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(dump, ignore_errors=True)
     assert _wait_queue_empty(a) == []
 
 
