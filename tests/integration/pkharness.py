@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loopback_dns import dns_server
+
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
 DEMO = f"demo@{DOMAIN}"
@@ -177,8 +179,6 @@ TEST_ZONE = {
 
 @contextlib.contextmanager
 def running_server(data: Path, *extra: str) -> Iterator[DevServer]:
-    from pkworld import dns_server  # pkworld imports this module
-
     with dns_server(TEST_ZONE) as dns:
         server = DevServer(data=data, port_base=free_port_base())
         server.start("--dns", dns, *extra)

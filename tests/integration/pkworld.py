@@ -3,7 +3,6 @@ on their own 127.x address and find each other through MX records, exactly as on
 
 from __future__ import annotations
 
-import contextlib
 import mailbox
 import os
 import socket
@@ -11,60 +10,19 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from dnslib import QTYPE, RCODE, RR, DNSRecord
-from dnslib.server import BaseResolver, DNSHandler, DNSServer
+from loopback_dns import dns_server
 from pkharness import postkontor
+
+__all__ = ["Instance", "dns_server", "require_root"]
 
 
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("instances own port 25 on their own loopback address: run as root (CI does)")
-
-
-class ZoneResolver(BaseResolver):  # type: ignore[misc]
-    """Answers from a dict {(name, type): [zone-file RDATA strings]}; unknown names get NXDOMAIN."""
-
-    def __init__(self, records: dict[tuple[str, str], list[str]], servfail: set[str]) -> None:
-        self.records = records
-        self.servfail = servfail
-
-    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
-        reply = request.reply()
-        name = str(request.q.qname).rstrip(".").lower()
-        qtype = QTYPE[request.q.qtype]
-        if name in self.servfail:
-            reply.header.rcode = RCODE.SERVFAIL
-            return reply
-        answers = self.records.get((name, qtype))
-        if answers:
-            for rdata in answers:
-                reply.add_answer(*RR.fromZone(f"{name}. 60 IN {qtype} {rdata}"))
-        elif not any(key[0] == name for key in self.records):
-            reply.header.rcode = RCODE.NXDOMAIN
-        return reply
-
-
-@contextlib.contextmanager
-def dns_server(records: dict[tuple[str, str], list[str]], servfail: set[str] | None = None) -> Iterator[str]:
-    """Run a UDP+TCP DNS server on 127.0.0.1:<free port>; yields "127.0.0.1:PORT"."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    resolver = ZoneResolver(records, servfail or set())
-    servers = [DNSServer(resolver, address="127.0.0.1", port=port, tcp=tcp) for tcp in (False, True)]
-    for server in servers:
-        server.start_thread()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        for server in servers:
-            server.stop()
-            server.server.server_close()
 
 
 @dataclass

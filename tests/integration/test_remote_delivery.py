@@ -9,13 +9,12 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from dnslib import QTYPE, RCODE, RR, DNSRecord
-from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
+from loopback_dns import dns_server
 
 from postkontor.admin.certs import make_self_signed
 from postkontor.config.model import Config, ListenerConfig, ListenerKind, OutboundConfig, TLSConfig
@@ -38,37 +37,6 @@ from postkontor.server.tls import server_context
 pytestmark = pytest.mark.timeout(60)
 
 # --- DNS ------------------------------------------------------------------------------------------------------------
-
-
-class ZoneResolver(BaseResolver):  # type: ignore[misc]
-    def __init__(self, zone: dict[tuple[str, str], list[str]], servfail: set[str]) -> None:
-        self.zone = zone
-        self.servfail = servfail
-
-    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
-        reply = request.reply()
-        name = str(request.q.qname).rstrip(".").lower()
-        qtype = QTYPE[request.q.qtype]
-        if name in self.servfail:
-            reply.header.rcode = RCODE.SERVFAIL
-            return reply
-        for rdata in self.zone.get((name, qtype), []):
-            reply.add_answer(*RR.fromZone(f"{name}. 60 IN {qtype} {rdata}"))
-        if not any(key == name for key, _ in self.zone):
-            reply.header.rcode = RCODE.NXDOMAIN
-        return reply
-
-
-@contextlib.contextmanager
-def dns_server(zone: dict[tuple[str, str], list[str]], servfail: set[str] | None = None) -> Iterator[str]:
-    quiet = DNSLogger(logf=lambda _: None)
-    server = DNSServer(ZoneResolver(zone, servfail or set()), address="127.0.0.1", port=0, logger=quiet)
-    server.start_thread()
-    try:
-        yield f"127.0.0.1:{server.server.server_address[1]}"
-    finally:
-        server.stop()
-        server.server.server_close()
 
 
 # --- the sink -------------------------------------------------------------------------------------------------------
