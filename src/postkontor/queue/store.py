@@ -23,13 +23,14 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from postkontor.delivery.outcome import RecipientOutcome, Status
+from postkontor.store.sqlite import open_database, read_transaction, run_script, write_transaction
 
 SCHEMA_VERSION = 1
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9]{1,128}")
@@ -202,9 +203,7 @@ class QueueStore:
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
                 _fsync_dir(path.parent)  # the directory entry itself must survive a crash too
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            directory / "queue.sqlite3", check_same_thread=False, isolation_level=None, timeout=10.0
-        )
+        self._conn = open_database(directory / "queue.sqlite3")
         try:
             self._setup()
         except BaseException:
@@ -213,10 +212,6 @@ class QueueStore:
 
     def _setup(self) -> None:
         conn = self._conn
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")  # an acknowledged message must survive a power cut
-        conn.execute("PRAGMA foreign_keys = ON")
         conn.create_function("pk_domain", 1, recipient_domain, deterministic=True)
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
@@ -237,31 +232,13 @@ class QueueStore:
         return any(row[1] == "domain" for row in self._conn.execute("PRAGMA table_info(recipients)"))
 
     def _run_script(self, script: str) -> None:
-        for statement in script.split(";"):
-            if statement.strip():
-                self._conn.execute(statement)
+        run_script(self._conn, script)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; IMMEDIATE so that a concurrent writer waits (busy_timeout) instead of failing."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._conn, self._lock)
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """One consistent snapshot for several SELECTs."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        return read_transaction(self._conn, self._lock)
 
     def close(self) -> None:
         with self._lock:

@@ -17,12 +17,13 @@ import sqlite3
 import threading
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from postkontor.auth.passwords import PasswordHasher
 from postkontor.store.accounts import AccountError, Alias, Mailbox, Resolution, User
+from postkontor.store.sqlite import open_database, read_transaction, run_script, write_transaction
 
 SCHEMA_VERSION = 1
 _MAX_QUOTA = 2**63 - 1  # SQLite INTEGER
@@ -223,7 +224,7 @@ class SQLiteAccountStore:
         self._domain_cache: dict[str, bool] = {}
         self._resolve_cache: dict[str, Resolution] = {}
         _create_private(path)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._conn = open_database(path)
         try:
             self._setup()
         except BaseException:
@@ -233,11 +234,6 @@ class SQLiteAccountStore:
 
     def _setup(self) -> None:
         conn = self._conn
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        # Administrative changes are rare; losing an acknowledged `user add` to a power cut is not acceptable.
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version == SCHEMA_VERSION:
             return
@@ -245,19 +241,12 @@ class SQLiteAccountStore:
             raise AccountError(
                 f"the account database schema is version {version}; this postkontor knows {SCHEMA_VERSION}"
             )
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn, self._lock):
             # Re-read inside the write lock: another process may have created the schema meanwhile.
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                run_script(conn, _SCHEMA)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         with self._lock:
@@ -283,28 +272,16 @@ class SQLiteAccountStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction under the lock; drops the caches (data_version ignores our own commits)."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._domain_cache.clear()
-                self._resolve_cache.clear()
+        """A write transaction; drops the caches (data_version ignores our own commits)."""
+        try:
+            with write_transaction(self._conn, self._lock) as conn:
+                yield conn
+        finally:
+            self._domain_cache.clear()
+            self._resolve_cache.clear()
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """One snapshot for several SELECTs, so a concurrent change is seen entirely or not at all."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        return read_transaction(self._conn, self._lock)
 
     # --- domains --------------------------------------------------------------------------------------------
     def add_domain(self, domain: str) -> None:
