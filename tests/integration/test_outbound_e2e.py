@@ -237,3 +237,21 @@ def test_queue_cli_shows_deferred_mail_and_flush_retries(world: tuple[Instance, 
     bounces = a.find("alice", subject)
     assert bounces and b"Action: failed" in bounces[0]
     assert [r for r in a.queued() if r[0] == message_id and r[2] == "queued"] == []
+
+
+def test_rfc3461_dsn_parameters_from_submission_are_honoured(world: tuple[Instance, Instance]) -> None:
+    """ENVID, RET and ORCPT given on submission appear in the bounce; NOTIFY=NEVER suppresses it."""
+    a, _ = world
+    subject = f"dsn-{uuid.uuid4()}"
+    _submit(a, "alice@a.test", "alice-pw", ["nobody@b.test"], subject, options=["ENVID=env-42", "RET=HDRS"],
+            rcpt_options=["NOTIFY=FAILURE", "ORCPT=rfc822;orig@b.test"])
+    bounces = a.find("alice", subject)
+    assert len(bounces) == 1
+    report = bounces[0].decode(errors="replace")
+    assert "Original-Envelope-Id: env-42" in report
+    assert "Original-Recipient: rfc822; orig@b.test" in report or "Original-Recipient: rfc822;orig@b.test" in report
+    assert "text/rfc822-headers" in report, "RET=HDRS returns only the headers"
+    quiet = f"never-{uuid.uuid4()}"
+    _submit(a, "alice@a.test", "alice-pw", ["nobody@b.test"], quiet, rcpt_options=["NOTIFY=NEVER"])
+    assert _wait_queue_empty(a) == []
+    assert a.find("alice", quiet, timeout=2.0) == [], "NOTIFY=NEVER: no bounce"
