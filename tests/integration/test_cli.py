@@ -12,24 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import fails, run
 
 from postkontor.store.sqlite_accounts import SQLiteAccountStore
-
-
-def run(
-    data: Path | None, *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if key != "POSTKONTOR_DATA"}
-    environment.update(env or {})
-    prefix = ["--data", str(data)] if data is not None else []
-    return subprocess.run(
-        [sys.executable, "-m", "postkontor", *prefix, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-    )
 
 
 def ok(data: Path, *args: str, stdin: str = "") -> str:
@@ -37,16 +22,6 @@ def ok(data: Path, *args: str, stdin: str = "") -> str:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return result.stdout
-
-
-def fails(data: Path | None, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
-    """Run a command that must fail as a user error: exit 2, one `postkontor: error:` line, no traceback."""
-    result = run(data, *args, stdin=stdin, env=env)
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("postkontor: error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

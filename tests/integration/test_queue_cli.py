@@ -3,14 +3,12 @@ and one clean error line (exit 2, no traceback) for every mistake an administrat
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_run import fails, run
 
 from postkontor.delivery.outcome import RecipientOutcome, Status
 from postkontor.queue.store import QueueStore
@@ -18,29 +16,11 @@ from postkontor.queue.store import QueueStore
 DATA = b"From: Alice <alice@example.com>\r\nTo: bob@remote.test\r\nSubject: budget 2024\r\n\r\nsecret body\r\n"
 
 
-def run(data: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if key != "POSTKONTOR_DATA"}
-    prefix = ["--data", str(data)] if data is not None else []
-    return subprocess.run(
-        [sys.executable, "-m", "postkontor", *prefix, *args],
-        capture_output=True, text=True, timeout=60, env=environment,
-    )
-
-
 def ok(data: Path, *args: str) -> str:
     result = run(data, *args)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     return result.stdout
-
-
-def fails(data: Path | None, *args: str) -> str:
-    result = run(data, *args)
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("postkontor: error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

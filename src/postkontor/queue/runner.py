@@ -230,22 +230,16 @@ class QueueRunner:
 
     # --- one message ----------------------------------------------------------------------------------------
     async def _round(self, message_id: str, groups: list[DueGroup]) -> None:
+        await self._report_task(message_id, groups)
+
+    async def _report_task(self, message_id: str, groups: Sequence[DueGroup] = ()) -> None:
+        """Deliver `groups` (if any), then send the reports they call for; on trouble, hold the message a while."""
         try:
             recorded = await asyncio.gather(*(self._job(group) for group in groups))
             if all(recorded):
                 await self._report(message_id)
             else:
                 self._hold[message_id] = self._clock() + HOLD_AFTER_ERROR
-        except Exception:
-            log.exception("queue: reporting on message %s failed; trying again later", message_id)
-            self._hold[message_id] = self._clock() + HOLD_AFTER_ERROR
-        finally:
-            self._busy.discard(message_id)
-            self._wake.set()
-
-    async def _report_task(self, message_id: str) -> None:
-        try:
-            await self._report(message_id)
         except Exception:
             log.exception("queue: reporting on message %s failed; trying again later", message_id)
             self._hold[message_id] = self._clock() + HOLD_AFTER_ERROR
