@@ -223,6 +223,7 @@ class SQLiteAccountStore:
         self._lock = threading.Lock()
         self._domain_cache: dict[str, bool] = {}
         self._resolve_cache: dict[str, Resolution] = {}
+        self._user_cache: dict[str, User | None] = {}  # asked per RCPT for quotas: keep it off SQLite
         _create_private(path)
         self._conn = open_database(path)
         try:
@@ -269,6 +270,7 @@ class SQLiteAccountStore:
             self._data_version = version
             self._domain_cache.clear()
             self._resolve_cache.clear()
+            self._user_cache.clear()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -279,6 +281,7 @@ class SQLiteAccountStore:
         finally:
             self._domain_cache.clear()
             self._resolve_cache.clear()
+            self._user_cache.clear()
 
     def _read(self) -> AbstractContextManager[sqlite3.Connection]:
         return read_transaction(self._conn, self._lock)
@@ -371,9 +374,17 @@ class SQLiteAccountStore:
         if key is None:
             return None
         local, domain = key
+        cache_key = f"{local}@{domain}"
         with self._lock:
+            self._refresh_caches()
+            if cache_key in self._user_cache:
+                return self._user_cache[cache_key]
             row = self._user_row(self._conn, domain, local)
-        return None if row is None else User(f"{local}@{domain}", row[1])
+            user = None if row is None else User(cache_key, row[1])
+            if len(self._user_cache) >= _CACHE_LIMIT:
+                self._user_cache.clear()
+            self._user_cache[cache_key] = user
+        return user
 
     def password_hash(self, address: str) -> str | None:
         """The stored PHC string, or None for an unknown user (give it to `PasswordHasher.verify` anyway)."""

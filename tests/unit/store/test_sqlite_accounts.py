@@ -492,3 +492,16 @@ def test_store_accepts_or_refuses_any_local_part(
         assert accounts.get_user(f"{local}@example.test") is not None
         assert accounts.resolve(f"{local}@example.test").exists
         accounts.remove_user(f"{local}@example.test")
+
+
+def test_cached_user_quota_follows_changes_by_another_connection(store: SQLiteAccountStore, tmp_path: Path) -> None:
+    """get_user is cached for the RCPT hot path; a quota set by the CLI (another connection) is seen at once."""
+    assert store.get_user("alice@example.test") == User("alice@example.test", 0)
+    other = _open(tmp_path / "accounts.sqlite3")
+    try:
+        other.set_quota("alice@example.test", 4096)
+        assert store.get_user("alice@example.test") == User("alice@example.test", 4096)
+        other.remove_user("alice@example.test")
+        assert store.get_user("alice@example.test") is None
+    finally:
+        other.close()
