@@ -167,3 +167,15 @@ def test_rfc5321_s4_2_parser_any_bytes_parse_or_raise_protocol_error(wire: bytes
                 assert 200 <= reply.code <= 559
     except SMTPProtocolError:
         pass
+
+
+def test_rfc3207_reply_before_garbage_in_one_read_is_kept() -> None:
+    """A 220 to STARTTLS followed by non-SMTP bytes in the same read: the 220 is handed out, then the error."""
+    parser = ReplyParser()
+    replies = parser.feed(b"220 2.0.0 go ahead\r\n\x16\x03\x01garbage\r\n")
+    assert [r.code for r in replies] == [220]
+    assert isinstance(parser.error, SMTPProtocolError)
+    with pytest.raises(SMTPProtocolError):
+        parser.feed(b"250 ok\r\n")
+    with pytest.raises(SMTPProtocolError):
+        parser.receive_eof()

@@ -130,12 +130,9 @@ class SMTPClientConnection:
         Replies completed before the offending line stay available from `next_reply`: a 220 to STARTTLS followed
         by garbage in the same read must still be seen as the 220 it was.
         """
-        start = 0
-        while start < len(data):
-            end = data.find(b"\n", start)
-            end = len(data) if end < 0 else end + 1
-            self._replies.extend(self._parser.feed(data[start:end]))
-            start = end
+        self._replies.extend(self._parser.feed(data))
+        if self._parser.error is not None:
+            raise self._parser.error
 
     def receive_eof(self) -> None:
         """The server closed its side; raises SMTPProtocolError if it did so in the middle of a reply."""

@@ -149,10 +149,21 @@ class ReplyParser:
                     replies.append(reply)
         except SMTPProtocolError as exc:
             self._broken = exc
+            if replies:
+                # Replies completed before the bad line are real (a 220 to STARTTLS, then garbage): hand them
+                # out; the error is raised by the next call and visible as `error` now.
+                return replies
             raise
+
+    @property
+    def error(self) -> SMTPProtocolError | None:
+        """The protocol error that broke this stream, if any."""
+        return self._broken
 
     def receive_eof(self) -> None:
         """The server closed the connection; an unfinished reply is a protocol error."""
+        if self._broken is not None:
+            raise self._broken
         if self.pending:
             self._broken = SMTPProtocolError("connection closed in the middle of a reply")
             raise self._broken
