@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli_run import run
 from loopback_dns import dns_server
 
 HOST = "127.0.0.1"
@@ -46,14 +47,8 @@ def free_port_base() -> int:
 def postkontor(
     data: Path, *args: str, stdin: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run one CLI command against a data directory."""
-    result = subprocess.run(
-        [sys.executable, "-m", "postkontor", "--data", str(data), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """Run one CLI command against a data directory; by default it must succeed."""
+    result = run(data, *args, stdin=stdin or "")
     if check and result.returncode != 0:
         raise AssertionError(f"postkontor {' '.join(args)} failed ({result.returncode}): {result.stderr}")
     return result
@@ -135,17 +130,6 @@ class DevServer:
     def messages(self, address: str = DEMO) -> list[bytes]:
         box = self.maildir(address)
         return [box.get_bytes(key) for key in box.iterkeys()]
-
-    def wait_for_messages(self, count: int, address: str = DEMO, timeout: float = 10.0) -> list[bytes]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                found = self.messages(address)
-            except (FileNotFoundError, mailbox.NoSuchMailboxError):
-                found = []
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.02)
 
     def find(self, marker: str, address: str = DEMO, expect: int = 1, timeout: float = 10.0) -> list[bytes]:
         """The delivered messages containing marker, once at least `expect` are there (or at the timeout).

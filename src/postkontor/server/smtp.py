@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
-TLS_FAILED_TEXT = "TLS handshake failed"
 
 
 def engine_settings(server: MailServer, listener: ListenerConfig) -> ServerSettings:
@@ -67,7 +66,6 @@ class SMTPConnection(asyncio.Protocol):
         self.policy: SessionPolicy | None = None
         self.client_ip = "unknown"
         self.tls_info: str | None = None
-        self.busy = False  # a decision is being made: do not interrupt for shutdown
         self._wake = asyncio.Event()
         self._lost = False
         self._writable = asyncio.Event()
@@ -191,7 +189,6 @@ class SMTPConnection(asyncio.Protocol):
     async def _decide(self, event: object, engine: SMTPServerConnection) -> Reply | None:
         policy = self.policy
         assert policy is not None and self.transport is not None
-        self.busy = True
         self._block_reading("decision")
         try:
             if isinstance(event, MailFrom):
@@ -210,7 +207,6 @@ class SMTPConnection(asyncio.Protocol):
                 return await policy.authenticate(event)
             return None
         finally:
-            self.busy = False
             self._unblock_reading("decision")
 
     async def _start_tls(self, engine: SMTPServerConnection) -> bool:
@@ -227,7 +223,7 @@ class SMTPConnection(asyncio.Protocol):
                 ssl_handshake_timeout=self.server.config.timeouts.tls_handshake,
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("%s with %s: %s", TLS_FAILED_TEXT, self.client_ip, exc)
+            log.info("TLS handshake failed with %s: %s", self.client_ip, exc)
             with contextlib.suppress(Exception):
                 transport.abort()
             return False
