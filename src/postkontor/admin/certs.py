@@ -15,9 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
-def make_self_signed(
-    cert_path: Path, key_path: Path, names: list[str], ips: list[str], days: int = 825
-) -> None:
+def make_self_signed(cert_path: Path, key_path: Path, names: list[str], ips: list[str], days: int = 825) -> None:
     """Write a fresh ECDSA P-256 key (mode 0600) and a certificate for `names` and `ips` (subjectAltName).
 
     825 days is the longest validity Apple's TLS clients still accept for a server certificate. The key is

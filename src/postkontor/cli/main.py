@@ -7,6 +7,7 @@ failures of the running system, such as a port already in use); a traceback mean
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import getpass
 import ipaddress
@@ -163,6 +164,10 @@ _NOTES = {
 def _cmd_dev(args: argparse.Namespace) -> int:
     data = _data_dir(args)
     config = prepare_dev(data, port_base=args.port_base, listen=args.listen, domain=args.domain, dns=args.dns)
+    if args.workers is not None:
+        if not 0 <= args.workers <= 256:
+            raise UserError(f"--workers {args.workers}: expected 0 (one per CPU core) to 256")
+        config = dataclasses.replace(config, workers=args.workers)
     demo = f"{DEMO_LOCALPART}@{normalize_domain(args.domain)}"
 
     def banner(running: Config) -> None:
@@ -288,34 +293,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="listen on N+25, N+587 and N+465 (default 10000; 0 gives the standard ports)",
     )
-    dev.add_argument(
-        "--listen", default="127.0.0.1", metavar="IP", help="address to bind (default 127.0.0.1)"
-    )
+    dev.add_argument("--listen", default="127.0.0.1", metavar="IP", help="address to bind (default 127.0.0.1)")
     dev.add_argument("--domain", default="example.test", help="the demo domain (default example.test)")
     dev.add_argument("--dns", metavar="HOST:PORT", help="nameserver to use (default: the system resolver)")
+    dev.add_argument(
+        "--workers", type=int, metavar="N", help="server processes (default: the config file's, one per CPU core)"
+    )
     dev.set_defaults(handler=_cmd_dev)
 
     domain = commands.add_parser("domain", parents=[common], help="manage mail domains")
     domain_actions = domain.add_subparsers(dest="action", metavar="ACTION", required=True)
     domain_actions.add_parser("add", parents=[common], help="add a domain").add_argument("domain")
     domain_actions.add_parser("list", parents=[common], help="list the domains")
-    domain_actions.add_parser("remove", parents=[common], help="remove an empty domain").add_argument(
-        "domain"
-    )
+    domain_actions.add_parser("remove", parents=[common], help="remove an empty domain").add_argument("domain")
     domain.set_defaults(handler=_cmd_domain)
 
     user = commands.add_parser("user", parents=[common], help="manage users (mailboxes)")
     user_actions = user.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = user_actions.add_parser("add", parents=[common], help="add a user (password prompted or on stdin)")
     add.add_argument("address")
-    add.add_argument(
-        "--quota", type=parse_size, default=0, metavar="SIZE", help="e.g. 500M, 2G; 0 = unlimited"
-    )
+    add.add_argument("--quota", type=parse_size, default=0, metavar="SIZE", help="e.g. 500M, 2G; 0 = unlimited")
     listing = user_actions.add_parser("list", parents=[common], help="list users")
     listing.add_argument("domain", nargs="?")
-    user_actions.add_parser("remove", parents=[common], help="remove a user (the mail is kept)").add_argument(
-        "address"
-    )
+    user_actions.add_parser("remove", parents=[common], help="remove a user (the mail is kept)").add_argument("address")
     user_actions.add_parser("passwd", parents=[common], help="set a user's password").add_argument("address")
     quota = user_actions.add_parser("quota", parents=[common], help="set a user's quota")
     quota.add_argument("address")

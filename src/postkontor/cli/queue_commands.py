@@ -22,7 +22,7 @@ def printable(text: str) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """"45s", "12m", "3h05m", "2d04h": short enough for a column."""
+    """ "45s", "12m", "3h05m", "2d04h": short enough for a column."""
     seconds = max(int(seconds), 0)
     if seconds < 60:
         return f"{seconds}s"
@@ -161,7 +161,5 @@ def add_queue_parser(
     flush = actions.add_parser("flush", parents=[common], help="retry now (all messages, or one)")
     flush.add_argument("id", nargs="?")
     actions.add_parser("remove", parents=[common], help="delete a message without notifying").add_argument("id")
-    actions.add_parser("bounce", parents=[common], help="give up on a message and notify its sender").add_argument(
-        "id"
-    )
+    actions.add_parser("bounce", parents=[common], help="give up on a message and notify its sender").add_argument("id")
     return queue

@@ -212,7 +212,7 @@ class _Reader:
 
 # --- the schema ---------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("hostname", "dns", "tls", "listener", "limits", "timeouts", "delivery", "outbound")
+_TOP_KEYS = ("hostname", "dns", "workers", "tls", "listener", "limits", "timeouts", "delivery", "outbound")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -367,6 +367,7 @@ def parse_config(text: str, *, source: Path, data_dir: Path) -> Config:
             if server is None:
                 raise reader.error(("dns",), f'expected "IP" or "IP:PORT" nameservers, got {_show(entry)}')
             dns.append(server)
+    workers = reader.integer(raw["workers"], ("workers",), 0, 256) if "workers" in raw else 0
     tls = _tls(reader, raw)
     return Config(
         data_dir=data_dir,
@@ -378,6 +379,7 @@ def parse_config(text: str, *, source: Path, data_dir: Path) -> Config:
         delivery=_delivery(reader, raw),
         outbound=_section(reader, raw, "outbound", OutboundConfig),
         dns_servers=tuple(dns),
+        workers=workers,
         source=source,
     )
 
@@ -497,6 +499,9 @@ def render_config(
     ]
     out.append(f"dns = {_toml(dns)}" if dns else '#dns = ["127.0.0.1:53"]')
     out += [
+        "",
+        "# Server processes sharing the listening ports; 0 = one per CPU core.",
+        "#workers = 0",
         "",
         "# The certificate and private key (PEM). `postkontor init` made a self-signed pair so TLS works",
         "# at once; replace them with a real certificate for your hostname (e.g. from an ACME client).",

@@ -8,6 +8,7 @@ are taken relative to the data directory).
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     dns_servers: tuple[str, ...] = ()  # "HOST:PORT" or "HOST"; empty means the system resolver
+    workers: int = 0  # server processes sharing the listening sockets; 0 = one per CPU core
     source: Path | None = None  # the file this was loaded from, for messages
 
     @property
@@ -123,6 +125,10 @@ class Config:
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or max(1, os.cpu_count() or 1)
 
     @property
     def queue_dir(self) -> Path:

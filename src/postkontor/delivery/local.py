@@ -1,8 +1,9 @@
 """Materialise spooled messages: local recipients into Maildir, remote recipients into the outbound queue.
 
 Runs in worker threads after the journal fsync. Both stores are idempotent by the spool id, so the same batch
-can be replayed after a crash without duplicating anything. Each local copy gets its own `Return-Path`
-(RFC 5321 §4.4: added by the final delivery agent).
+can be replayed after a crash without duplicating anything. Maildir files are written without fsync: the spool
+keeps the journal copy until it has synced the filesystem (`Materializer.sync`). Each local copy gets its own
+`Return-Path` (RFC 5321 §4.4: added by the final delivery agent).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from postkontor.queue.store import QueueStore
 from postkontor.spool.journal import SpoolMessage
 from postkontor.store.accounts import Mailbox
+from postkontor.store.durability import sync_filesystems
 from postkontor.store.maildir import MaildirStore, maildir_unique
 
 
@@ -27,6 +29,10 @@ class Materializer:
         # Called (from the worker thread) after remote recipients were queued: wakes the queue runner.
         self.on_queued: Callable[[], None] | None = None
 
+    def sync(self) -> None:
+        """Make everything materialised so far durable: called by the spool before it drops journal segments."""
+        sync_filesystems([self._maildir.root, self._queue.directory])
+
     def __call__(self, messages: list[SpoolMessage], replay: bool) -> None:
         """Store a batch; `replay` (crash recovery) makes every store look for copies made before the crash."""
         items: list[tuple[Mailbox, str, bytes, str | None]] = []
@@ -38,7 +44,7 @@ class Materializer:
                     unique = maildir_unique(seconds, f"{message.spool_id}R{index}", self._hostname)
                     items.append((Mailbox(target.domain, target.localpart), unique, stored, target.folder))
         if items:
-            self._maildir.deliver_many(items, check_existing=replay)
+            self._maildir.deliver_many(items, check_existing=replay, sync=False)
         for message in messages:
             if message.remote:
                 self._queue.enqueue(

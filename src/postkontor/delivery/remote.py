@@ -538,7 +538,11 @@ class RemoteDelivery:
             outcomes[index] = _from_reply(job.recipients[index], final, host)
         log.info(
             "remote delivery of %s to %s: %d %s%s",
-            job.message_id, session.label, final.code, _text(final), " (TLS)" if session.tls else "",
+            job.message_id,
+            session.label,
+            final.code,
+            _text(final),
+            " (TLS)" if session.tls else "",
         )
         return self._finish(job, outcomes), final.code != 421
 

@@ -73,7 +73,7 @@ class MXResult:
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
-    """"IP", "IPv4:PORT" or "[IPv6]:PORT" (as `Config.dns_servers` holds them) as (address, port)."""
+    """ "IP", "IPv4:PORT" or "[IPv6]:PORT" (as `Config.dns_servers` holds them) as (address, port)."""
     host, port = text, str(DEFAULT_PORT)
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
@@ -204,6 +204,4 @@ class MailResolver:
         answer = await self._query(_name(name), dns.rdatatype.TXT)
         if answer is None:
             return []
-        return [
-            b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer if isinstance(rdata, TXT)
-        ]
+        return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer if isinstance(rdata, TXT)]

@@ -176,9 +176,7 @@ def _explain(recipient: DSNRecipient) -> str:
     return text
 
 
-def _human_text(
-    *, host: str, action: str, recipients: Sequence[DSNRecipient], ret: str | None, postmaster: str
-) -> str:
+def _human_text(*, host: str, action: str, recipients: Sequence[DSNRecipient], ret: str | None, postmaster: str) -> str:
     wrap = textwrap.TextWrapper(width=_FOLD_AT, break_long_words=False, break_on_hyphens=False)
     paragraphs = [f"This is the mail delivery system at {host}.", _INTRO[action]]
     lines = ["\n".join(wrap.wrap(paragraph)) + "\n" for paragraph in paragraphs]

@@ -266,9 +266,15 @@ class QueueRunner:
             for outcome in outcomes:
                 expired = outcome.status is Status.DEFERRED and retry is None
                 log.info(
-                    "%s: to=<%s> domain=%s status=%s (%d %s %s)%s", group.message_id, outcome.recipient, group.domain,
-                    "expired" if expired else outcome.status.value, outcome.code, outcome.enhanced,
-                    " ".join(outcome.diagnostic.split()), f" relay={outcome.remote_mta}" if outcome.remote_mta else "",
+                    "%s: to=<%s> domain=%s status=%s (%d %s %s)%s",
+                    group.message_id,
+                    outcome.recipient,
+                    group.domain,
+                    "expired" if expired else outcome.status.value,
+                    outcome.code,
+                    outcome.enhanced,
+                    " ".join(outcome.diagnostic.split()),
+                    f" relay={outcome.remote_mta}" if outcome.remote_mta else "",
                 )
             await asyncio.to_thread(self._store.record, group.message_id, outcomes, now=now, next_attempt=retry)
             return True
@@ -347,8 +353,9 @@ class QueueRunner:
             return  # nobody asked, or the null reverse-path: a report about a report could loop (RFC 3461 §6.2)
         dsn = await asyncio.to_thread(self._build, entry, action, recipients, now)
         await self._inject(dsn, [entry.sender])
-        log.info("%s: sent a %s notification to <%s> for %d recipient(s)", entry.id, action, entry.sender,
-                 len(recipients))
+        log.info(
+            "%s: sent a %s notification to <%s> for %d recipient(s)", entry.id, action, entry.sender, len(recipients)
+        )
 
     def _build(self, entry: QueueEntry, action: Action, recipients: list[QueueRecipient], now: float) -> bytes:
         original = _read_original(self._store.message_path(entry.id), full=entry.ret == "FULL")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from postkontor.delivery.outcome import RecipientOutcome, Status
+from postkontor.store.durability import fsync_dir
 from postkontor.store.sqlite import open_database, read_transaction, run_script, write_transaction
 
 SCHEMA_VERSION = 1
@@ -168,19 +169,20 @@ def _check_text(value: str, what: str) -> None:
         raise ValueError(f"invalid {what} {value!r}: contains a line break or NUL")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _recipient(row: Sequence[Any]) -> QueueRecipient:
     recipient, status, attempts, next_at, last_error, orcpt, notify, last_attempt, dsn_status, mta, reported = row
     return QueueRecipient(
-        str(recipient), str(status), int(attempts), float(next_at), last_error, orcpt, notify,
-        None if last_attempt is None else float(last_attempt), dsn_status, mta, bool(reported),
+        str(recipient),
+        str(status),
+        int(attempts),
+        float(next_at),
+        last_error,
+        orcpt,
+        notify,
+        None if last_attempt is None else float(last_attempt),
+        dsn_status,
+        mta,
+        bool(reported),
     )
 
 
@@ -201,7 +203,7 @@ class QueueStore:
         for path in (directory, self._messages):
             if not path.is_dir():
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
-                _fsync_dir(path.parent)  # the directory entry itself must survive a crash too
+                fsync_dir(path.parent)  # the directory entry itself must survive a crash too
         self._lock = threading.Lock()
         self._conn = open_database(directory / "queue.sqlite3")
         try:
@@ -332,7 +334,7 @@ class QueueStore:
             except FileNotFoundError:
                 pass
             raise
-        _fsync_dir(self._messages)
+        fsync_dir(self._messages)
 
     def record(
         self, message_id: str, outcomes: list[RecipientOutcome], *, now: float, next_attempt: float | None
@@ -351,8 +353,16 @@ class QueueStore:
                 status = "queued" if next_attempt is not None else "failed"
                 dsn_status = outcome.enhanced if next_attempt is not None else EXPIRED_STATUS
             rows.append(
-                (status, next_attempt if status == "queued" else now, _reply_text(outcome), now, dsn_status,
-                 outcome.remote_mta, message_id, outcome.recipient)
+                (
+                    status,
+                    next_attempt if status == "queued" else now,
+                    _reply_text(outcome),
+                    now,
+                    dsn_status,
+                    outcome.remote_mta,
+                    message_id,
+                    outcome.recipient,
+                )
             )
         with self._write() as conn:
             conn.executemany(
@@ -420,7 +430,7 @@ class QueueStore:
             os.unlink(self.message_path(message_id))
         except FileNotFoundError:
             return
-        _fsync_dir(self._messages)
+        fsync_dir(self._messages)
 
     def remove_finished(self, message_id: str | None = None) -> list[str]:
         """Remove the message (or every message) with no recipient queued or waiting for its report; their ids."""
@@ -488,8 +498,16 @@ class QueueStore:
     def _entry(message: Sequence[Any], recipients: list[QueueRecipient]) -> QueueEntry:
         mid, sender, size, created, envid, ret, smtputf8, body_8bit, warned = message
         return QueueEntry(
-            str(mid), str(sender), int(size), float(created), recipients,
-            envid, ret, bool(smtputf8), bool(body_8bit), bool(warned),
+            str(mid),
+            str(sender),
+            int(size),
+            float(created),
+            recipients,
+            envid,
+            ret,
+            bool(smtputf8),
+            bool(body_8bit),
+            bool(warned),
         )
 
     def list_entries(self) -> list[QueueEntry]:
@@ -537,8 +555,15 @@ class QueueStore:
                 entry = self._entry(message, [])
                 groups.append(
                     DueGroup(
-                        entry.id, str(domain), entry.sender, entry.created, tuple(_recipient(row) for row in rows),
-                        entry.envid, entry.ret, entry.smtputf8, entry.body_8bit,
+                        entry.id,
+                        str(domain),
+                        entry.sender,
+                        entry.created,
+                        tuple(_recipient(row) for row in rows),
+                        entry.envid,
+                        entry.ret,
+                        entry.smtputf8,
+                        entry.body_8bit,
                     )
                 )
         return groups

@@ -12,23 +12,25 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from postkontor.auth.passwords import PasswordHasher
-from postkontor.config.model import Config
+from postkontor.config.model import Config, ListenerConfig
 from postkontor.delivery.local import Materializer
 from postkontor.delivery.remote import RemoteDelivery
 from postkontor.dns.resolver import MailResolver
-from postkontor.policy.throttle import FailureThrottle
 from postkontor.queue.runner import QueueRunner
 from postkontor.queue.store import QueueStore
+from postkontor.server.accept import Acceptor
 from postkontor.server.session import Services, ascii_domain, new_spool_id
 from postkontor.server.smtp import SMTPConnection, engine_settings
 from postkontor.server.tls import server_context
+from postkontor.server.workers import SharedState, Supervisor, bind_listeners
 from postkontor.spool.journal import Journal, LocalTarget, RemoteTarget, SpoolMessage
 from postkontor.spool.spool import Spool
 from postkontor.store.maildir import MaildirStore
@@ -47,15 +49,28 @@ def _postmaster_domain(config: Config, domains: list[str]) -> str:
 
 
 class MailServer:
-    def __init__(self, config: Config, *, hasher: PasswordHasher | None = None) -> None:
+    """One server process. `worker` numbers it among the workers sharing `shared` limits and the `sockets`
+    bound by the supervisor; worker 0 runs the outbound queue."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        hasher: PasswordHasher | None = None,
+        shared: SharedState | None = None,
+        worker: int = 0,
+        sockets: dict[ListenerConfig, socket.socket] | None = None,
+    ) -> None:
         self.config = config
+        self.worker = worker
+        self._shared = shared if shared is not None else SharedState.create(config.limits, workers=1)
+        self._sockets = sockets
         self.stopping = False
         self.tls_context: ssl.SSLContext | None = server_context(config.tls) if config.tls else None
         self._hasher = hasher or PasswordHasher()
-        self._servers: list[asyncio.Server] = []
+        self._acceptors: list[Acceptor] = []
+        self._own_sockets = False
         self._connections: set[SMTPConnection] = set()
-        self._per_ip: Counter[str] = Counter()
-        self._open = 0
         self._all_gone = asyncio.Event()
         self._queue: QueueStore | None = None
         self._accounts: SQLiteAccountStore | None = None
@@ -78,11 +93,12 @@ class MailServer:
             max_alias_depth=config.delivery.max_alias_depth,
         )
         self._accounts = accounts
+        config.mail_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         maildir = MaildirStore(config.mail_dir, config.hostname)
         maildir.clean_tmp_all()
         self._queue = QueueStore(config.queue_dir)
         materializer = Materializer(maildir, self._queue, config.hostname)
-        spool = Spool(Journal(config.spool_dir), materializer)
+        spool = Spool(Journal(config.spool_dir / f"w{self.worker}"), materializer, sync_stores=materializer.sync)
         self.recovered = await asyncio.get_running_loop().run_in_executor(None, spool.recover)
         if self.recovered:
             log.info("recovered %d message(s) from the spool journal", self.recovered)
@@ -95,27 +111,19 @@ class MailServer:
             spool=spool,
             hasher=self._hasher,
             password_slots=asyncio.Semaphore(limits.max_parallel_password_checks),
-            ip_throttle=FailureThrottle(limit=limits.max_auth_failures, window=limits.auth_failure_window),
-            account_throttle=FailureThrottle(limit=limits.max_auth_failures, window=limits.auth_failure_window),
+            ip_throttle=self._shared.ip_throttle,
+            account_throttle=self._shared.account_throttle,
             postmaster_domain=_postmaster_domain(config, accounts.list_domains()),
         )
         loop = asyncio.get_running_loop()
-        self._deliverer = RemoteDelivery(config, MailResolver(config.dns_servers))
-        runner = QueueRunner(
-            self._queue,
-            self._deliverer,
-            config.outbound,
-            hostname=config.hostname,
-            inject=self.inject,
-            postmaster=f"postmaster@{self._services.postmaster_domain}",
-        )
-        self._runner = runner
-
-        def wake_runner() -> None:  # called from a delivery thread
-            loop.call_soon_threadsafe(runner.wake)
-
-        materializer.on_queued = wake_runner
-        runner.start()
+        if self.worker == 0:
+            self._start_queue(materializer, loop)
+        else:
+            materializer.on_queued = self._shared.wake_queue
+        if self._sockets is None:
+            self._sockets = bind_listeners(config)
+            self._own_sockets = True
+        sockets = self._sockets
         for listener in config.listeners:
             settings = engine_settings(self, listener)
             implicit_tls = self.tls_context if listener.kind.value == "submissions" else None
@@ -123,17 +131,47 @@ class MailServer:
             def factory(listener: object = listener, settings: object = settings) -> SMTPConnection:
                 return SMTPConnection(self, listener, settings)  # type: ignore[arg-type]
 
-            server = await loop.create_server(
+            acceptor = Acceptor(
+                sockets[listener],
                 factory,
-                host=listener.address,
-                port=listener.port,
-                ssl=implicit_tls,
-                ssl_handshake_timeout=config.timeouts.tls_handshake if implicit_tls else None,
-                reuse_address=True,
-                backlog=1024,
+                ssl_context=implicit_tls,
+                handshake_timeout=config.timeouts.tls_handshake if implicit_tls else None,
+                should_defer=self._busier_than_others,
             )
-            self._servers.append(server)
+            acceptor.start()
+            self._acceptors.append(acceptor)
             log.info("listening on %s", listener.label)
+
+    def _busier_than_others(self) -> bool:
+        fewest = self._shared.connections.fewest_elsewhere(self.worker)
+        return fewest is not None and self._shared.connections.open_in(self.worker) > fewest
+
+    def _start_queue(self, materializer: Materializer, loop: asyncio.AbstractEventLoop) -> None:
+        config = self.config
+        assert self._queue is not None
+        self._deliverer = RemoteDelivery(config, MailResolver(config.dns_servers))
+        runner = QueueRunner(
+            self._queue,
+            self._deliverer,
+            config.outbound,
+            hostname=config.hostname,
+            inject=self.inject,
+            postmaster=f"postmaster@{self.services.postmaster_domain}",
+        )
+        self._runner = runner
+
+        def wake_runner() -> None:  # called from a delivery thread
+            loop.call_soon_threadsafe(runner.wake)
+
+        def woken_by_another_worker() -> None:
+            with contextlib.suppress(OSError):
+                while self._shared.queue_wake_receive.recv(64):
+                    pass
+            runner.wake()
+
+        materializer.on_queued = wake_runner
+        loop.add_reader(self._shared.queue_wake_receive, woken_by_another_worker)
+        runner.start()
 
     async def inject(self, data: bytes, recipients: list[str]) -> None:
         """Spool a message we generated ourselves (a DSN) with the null reverse-path (RFC 3464 §2, RFC 5321 §4.5.5):
@@ -156,7 +194,12 @@ class MailServer:
             return
         now = time.time()
         message = SpoolMessage(
-            spool_id=new_spool_id(now), received=now, sender="", local=tuple(local), remote=tuple(remote), data=data,
+            spool_id=new_spool_id(now),
+            received=now,
+            sender="",
+            local=tuple(local),
+            remote=tuple(remote),
+            data=data,
             smtputf8=not all(r.address.isascii() for r in remote),
             body_8bit=not data.isascii(),  # a DSN returning an 8-bit original carries 8-bit parts
         )
@@ -164,23 +207,19 @@ class MailServer:
 
     # --- connection accounting ----------------------------------------------------------------------------------
     def admit(self, connection: SMTPConnection) -> bool:
-        limits = self.config.limits
-        if self.stopping or self._open >= limits.max_connections:
+        if self.stopping:
             return False
-        if self._per_ip[connection.client_ip] >= limits.max_connections_per_ip:
+        refused = self._shared.connections.admit(connection.client_ip, self.worker)
+        if refused == "client":
             log.warning("connection limit reached for %s", connection.client_ip)
+        if refused is not None:
             return False
-        self._open += 1
-        self._per_ip[connection.client_ip] += 1
         self._connections.add(connection)
         self._all_gone.clear()
         return True
 
     def release(self, connection: SMTPConnection) -> None:
-        self._open -= 1
-        self._per_ip[connection.client_ip] -= 1
-        if self._per_ip[connection.client_ip] <= 0:
-            del self._per_ip[connection.client_ip]
+        self._shared.connections.release(connection.client_ip, self.worker)
 
     def forget(self, connection: SMTPConnection) -> None:
         self._connections.discard(connection)
@@ -190,8 +229,11 @@ class MailServer:
     # --- shutdown -----------------------------------------------------------------------------------------------
     async def stop(self) -> None:
         self.stopping = True
-        for server in self._servers:
-            server.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
+        if self._own_sockets and self._sockets is not None:
+            for sock in self._sockets.values():
+                sock.close()
         for connection in list(self._connections):
             connection.close_for_shutdown(force=False)
         if self._connections:
@@ -202,6 +244,7 @@ class MailServer:
             connection.close_for_shutdown(force=True)
         await asyncio.sleep(0)
         if self._runner is not None:
+            asyncio.get_running_loop().remove_reader(self._shared.queue_wake_receive)
             await self._runner.stop()
         if self._deliverer is not None:
             await self._deliverer.close()
@@ -213,12 +256,20 @@ class MailServer:
             self._queue.close()
 
 
-async def run(config: Config, *, on_ready: Callable[[Config], None] | None = None) -> int:
+async def run(
+    config: Config,
+    *,
+    on_ready: Callable[[Config], None] | None = None,
+    shared: SharedState | None = None,
+    worker: int = 0,
+    sockets: dict[ListenerConfig, socket.socket] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT in this process (one worker)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = MailServer(config)
+    server = MailServer(config, shared=shared, worker=worker, sockets=sockets)
     try:
         await server.start()
     except BaseException:
@@ -234,18 +285,69 @@ async def run(config: Config, *, on_ready: Callable[[Config], None] | None = Non
 
 
 def setup_logging() -> None:
+    # A line per message is logged: skip the caller lookup (a stack walk per record) and the fields never shown.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
 
 
-def serve(config: Config, *, on_ready: Callable[[Config], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT. Uses uvloop when it is installed (optional dependency `fast`)."""
-    setup_logging()
+def recover_spools(config: Config) -> int:
+    """Replay every spool journal (each worker's, and an older single-journal layout) before workers start."""
+    config.mail_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directories = [config.spool_dir]
+    if config.spool_dir.is_dir():
+        directories += sorted(p for p in config.spool_dir.iterdir() if p.is_dir())
+    queue = QueueStore(config.queue_dir)
+    try:
+        materializer = Materializer(MaildirStore(config.mail_dir, config.hostname), queue, config.hostname)
+        total = 0
+        for directory in directories:
+            total += Spool(Journal(directory), materializer, sync_stores=materializer.sync).recover()
+    finally:
+        queue.close()
+    if total:
+        log.info("recovered %d message(s) from the spool journal", total)
+    return total
+
+
+def _event_loop_run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run with uvloop when it is installed (optional dependency `fast`)."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(run(config, on_ready=on_ready))
-    return uvloop.run(run(config, on_ready=on_ready))
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+def serve(config: Config, *, on_ready: Callable[[Config], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT: `config.worker_count` processes sharing the listening sockets."""
+    setup_logging()
+    sockets = bind_listeners(config)
+    try:
+        recover_spools(config)
+        count = config.worker_count
+        shared = SharedState.create(config.limits, workers=count)
+        if count == 1:
+            return _event_loop_run(lambda: run(config, on_ready=on_ready, shared=shared, sockets=sockets))
+
+        def worker_main(index: int, report_ready: Callable[[], None]) -> int:
+            return _event_loop_run(
+                lambda: run(config, on_ready=lambda _c: report_ready(), shared=shared, worker=index, sockets=sockets)
+            )
+
+        log.info("starting %d worker processes", count)
+        supervisor = Supervisor(
+            count,
+            worker_main,
+            shutdown_grace=config.timeouts.shutdown_grace,
+            on_worker_exit=shared.connections.forget_worker,
+        )
+        return supervisor.run(on_ready=None if on_ready is None else lambda: on_ready(config))
+    finally:
+        for sock in sockets.values():
+            sock.close()

@@ -118,9 +118,7 @@ class SessionPolicy:
         recipient = event.recipient
         accounts = self.services.accounts
         domain = self.services.postmaster_domain if recipient.domain == "" else ascii_domain(recipient.domain)
-        local_domain = (
-            domain is not None and not recipient.is_literal and accounts.is_local_domain(domain)
-        )
+        local_domain = domain is not None and not recipient.is_literal and accounts.is_local_domain(domain)
         if not local_domain:
             if self.kind is ListenerKind.MX:
                 return RELAY_DENIED
@@ -176,7 +174,9 @@ class SessionPolicy:
             client_ip=self.client_ip,
             hostname=config.hostname,
             protocol=with_protocol(
-                extended=extended, tls=tls is not None, authenticated=authenticated is not None,
+                extended=extended,
+                tls=tls is not None,
+                authenticated=authenticated is not None,
                 smtputf8=self.mail_params.smtputf8,
             ),
             spool_id=spool_id,
@@ -202,7 +202,12 @@ class SessionPolicy:
             return NO_STORAGE
         log.info(
             "accepted %s from=<%s> size=%d local=%d remote=%d client=%s",
-            spool_id, self.sender, len(message.data), len(mailboxes), len(remote), self.client_ip,
+            spool_id,
+            self.sender,
+            len(message.data),
+            len(mailboxes),
+            len(remote),
+            self.client_ip,
         )
         return Reply(250, "2.0.0", f"Ok: queued as {spool_id}")
 
@@ -215,9 +220,7 @@ class SessionPolicy:
             return AUTH_THROTTLED
         stored = services.accounts.password_hash(user)
         async with services.password_slots:
-            ok = await asyncio.get_running_loop().run_in_executor(
-                None, services.hasher.verify, stored, event.password
-            )
+            ok = await asyncio.get_running_loop().run_in_executor(None, services.hasher.verify, stored, event.password)
         if ok and stored is not None:
             return AUTH_OK
         services.ip_throttle.record(self.client_ip, now)

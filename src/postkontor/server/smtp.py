@@ -1,8 +1,9 @@
 """The asyncio adapter for SMTP: sockets and TLS around the sans-IO engine in `protocol.smtp`.
 
 One `SMTPConnection` per client: `data_received` feeds the engine, a per-connection task takes its events, asks
-the session policy for decisions and writes the replies. Reading pauses while a decision is pending, so a client
-that floods pipelined commands fills its own TCP window, not our memory. Timeouts follow RFC 5321 §4.5.3.2.
+the session policy for decisions and writes the replies. Reading pauses once more than `_HIGH_WATER` octets wait
+unconsumed (e.g. pipelined commands behind a pending decision), so a client that floods us fills its own TCP
+window, not our memory; pausing only then saves two epoll changes per command. Timeouts follow RFC 5321 §4.5.3.2.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+_HIGH_WATER = 64 * 1024  # unconsumed octets before reading pauses
 
 
 def engine_settings(server: MailServer, listener: ListenerConfig) -> ServerSettings:
@@ -72,7 +74,14 @@ class SMTPConnection(asyncio.Protocol):
         self._writable.set()
         self._task: asyncio.Task[None] | None = None
         self._counted = False
-        self._read_blocks: set[str] = set()  # why reading is paused: "decision", "write-backlog"
+        self._read_blocks: set[str] = set()  # why reading is paused: "backlog", "write-backlog"
+        # One timer per connection, moved lazily: cheaper than an asyncio.timeout() around every command.
+        self._event_loop = asyncio.get_running_loop()
+        self._waiting = False
+        self._timed_out = False
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # --- asyncio.Protocol callbacks -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -94,9 +103,12 @@ class SMTPConnection(asyncio.Protocol):
         self._task = asyncio.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
-        if self.engine is not None:
-            self.engine.receive_data(data)
+        engine = self.engine
+        if engine is not None:
+            engine.receive_data(data)
             self._wake.set()
+            if engine.buffered > _HIGH_WATER:
+                self._block_reading("backlog")
 
     def eof_received(self) -> bool | None:
         if self.engine is not None:
@@ -106,6 +118,9 @@ class SMTPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wake.set()
         self._writable.set()
         if self._counted:
@@ -163,16 +178,22 @@ class SMTPConnection(asyncio.Protocol):
             self._wake.clear()
             event = engine.next_event()
             if event is None:
+                if self._read_blocks:
+                    self._unblock_reading("backlog")  # the engine consumed all it could
                 await self._flush()
                 if engine.close_requested or self._lost:
                     return
                 if self.server.stopping and not engine.in_data:
                     engine.shutdown(SHUTTING_DOWN)
                     continue
+                self._arm_timeout(timeouts.data if engine.in_data else timeouts.command)
+                self._waiting = True
                 try:
-                    async with asyncio.timeout(timeouts.data if engine.in_data else timeouts.command):
-                        await self._wake.wait()
-                except TimeoutError:
+                    await self._wake.wait()
+                finally:
+                    self._waiting = False
+                if self._timed_out:
+                    self._timed_out = False
                     engine.shutdown(TIMEOUT)
                 continue
             if isinstance(event, StartTLSRequested):
@@ -186,28 +207,44 @@ class SMTPConnection(asyncio.Protocol):
             if reply is not None:
                 engine.send(reply)
 
+    def _arm_timeout(self, seconds: float) -> None:
+        """Time out the wait that follows unless input arrives within `seconds` (RFC 5321 §4.5.3.2)."""
+        self._deadline = deadline = self._event_loop.time() + seconds
+        if self._timer is None or deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._event_loop.call_at(deadline, self._check_timeout)
+            self._timer_at = deadline
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        if not self._waiting or self._lost:
+            return  # busy with a decision (or gone): the next wait arms the timer again
+        if self._event_loop.time() < self._deadline:
+            self._timer = self._event_loop.call_at(self._deadline, self._check_timeout)
+            self._timer_at = self._deadline
+            return
+        self._timed_out = True
+        self._wake.set()
+
     async def _decide(self, event: object, engine: SMTPServerConnection) -> Reply | None:
         policy = self.policy
-        assert policy is not None and self.transport is not None
-        self._block_reading("decision")
-        try:
-            if isinstance(event, MailFrom):
-                return policy.mail_from(event, engine.authenticated)
-            if isinstance(event, RcptTo):
-                return await policy.rcpt_to(event)
-            if isinstance(event, MessageReceived):
-                return await policy.message(
-                    event,
-                    helo=engine.helo or "",
-                    extended=engine.extended,
-                    tls=self.tls_info,
-                    authenticated=engine.authenticated,
-                )
-            if isinstance(event, AuthRequest):
-                return await policy.authenticate(event)
-            return None
-        finally:
-            self._unblock_reading("decision")
+        assert policy is not None
+        if isinstance(event, MailFrom):
+            return policy.mail_from(event, engine.authenticated)
+        if isinstance(event, RcptTo):
+            return await policy.rcpt_to(event)
+        if isinstance(event, MessageReceived):
+            return await policy.message(
+                event,
+                helo=engine.helo or "",
+                extended=engine.extended,
+                tls=self.tls_info,
+                authenticated=engine.authenticated,
+            )
+        if isinstance(event, AuthRequest):
+            return await policy.authenticate(event)
+        return None
 
     async def _start_tls(self, engine: SMTPServerConnection) -> bool:
         context = self.server.tls_context

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from postkontor.store.durability import fsync_dir
+
 MAGIC = b"PKS1"
 _HEADER = struct.Struct(">4sIQI")
 _SEGMENT_PREFIX = "segment-"
@@ -107,14 +109,6 @@ def _segment_number(path: Path) -> int:
     return int(path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)])
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Journal:
     """Segment files in one directory. Not thread-safe: one writer thread owns `append`."""
 
@@ -172,7 +166,7 @@ class Journal:
         path = self.path_of(self.segment)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         self._offset = 0
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return self.segment
 
     def path_of(self, segment: int) -> Path:
@@ -212,7 +206,7 @@ class Journal:
             os.unlink(self.path_of(segment))
         except FileNotFoundError:
             return
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -2,8 +2,10 @@
 
 `Spool.accept` returns only when the message is in an fsynced journal batch: the caller may then reply 250.
 Messages that arrive while a batch is being fsynced wait and form the next batch, so under load one fsync
-covers many messages. Durable messages are handed to the `Materializer` in worker threads; a sealed segment is
-deleted once all of its messages are materialised.
+covers many messages. Durable messages are handed to the `Materializer` in worker threads, which may write without
+fsync: the journal keeps every message until its segment is sealed (by size, or after `seal_after` seconds so a
+crash replays little) and all of its messages are materialised; then `sync_stores` makes the stores durable (one
+syncfs for everything instead of an fsync per file) and only after that is the segment deleted.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +23,11 @@ from postkontor.spool.journal import Journal, JournalError, SpoolMessage
 log = logging.getLogger(__name__)
 
 Materialize = Callable[[list[SpoolMessage], bool], None]  # (batch, replay)
+SyncStores = Callable[[], None]
+
+
+def _no_sync() -> None:
+    return None
 
 
 class SpoolError(Exception):
@@ -27,12 +35,25 @@ class SpoolError(Exception):
 
 
 class Spool:
-    def __init__(self, journal: Journal, materialize: Materialize, *, delivery_threads: int = 2) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        materialize: Materialize,
+        *,
+        sync_stores: SyncStores = _no_sync,
+        delivery_threads: int = 2,
+        seal_after: float = 2.0,
+    ) -> None:
         self._journal = journal
         self._materialize = materialize
+        self._sync_stores = sync_stores
+        self._seal_after = seal_after
+        self._segment_started: float | None = None  # monotonic time of the first record in the open segment
         self._pending: list[tuple[SpoolMessage, bytes, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-journal")
+        # Its own thread: a filesystem sync can take a while and must not hold up journal appends.
+        self._release_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-release")
         self._delivery_pool = ThreadPoolExecutor(max_workers=delivery_threads, thread_name_prefix="spool-deliver")
         self._to_deliver: asyncio.Queue[tuple[int, list[SpoolMessage]]] = asyncio.Queue()
         self._outstanding: defaultdict[int, int] = defaultdict(int)  # segment -> messages not yet materialised
@@ -57,6 +78,8 @@ class Spool:
                 batch = []
         if batch:
             self._materialize(batch, True)
+        if count:
+            self._sync_stores()
         for path in self._journal.segments():
             path.unlink()
         return count
@@ -81,7 +104,13 @@ class Spool:
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            if self._segment_started is None:
+                await self._wake.wait()
+            else:
+                # Seal an open segment once it is old enough, even when no more mail arrives.
+                left = self._segment_started + self._seal_after - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(left, 0.0))
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
@@ -96,15 +125,24 @@ class Spool:
                             future.set_exception(SpoolError(str(exc)))
                     self._finished(len(batch))
                     continue
+                if self._segment_started is None:
+                    self._segment_started = time.monotonic()
                 self._outstanding[segment] += len(batch)
                 for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
                 self._to_deliver.put_nowait((segment, [message for message, _, _ in batch]))
                 if self._journal.should_rotate:
-                    self._sealed.add(segment)
-                    await loop.run_in_executor(self._writer_pool, self._journal.open_new_segment)
-                    self._release_if_done(segment)
+                    await self._seal(segment)
+            started = self._segment_started
+            if started is not None and time.monotonic() - started >= self._seal_after:
+                await self._seal(self._journal.segment)
+
+    async def _seal(self, segment: int) -> None:
+        self._sealed.add(segment)
+        self._segment_started = None
+        await asyncio.get_running_loop().run_in_executor(self._writer_pool, self._journal.open_new_segment)
+        self._release_if_done(segment)
 
     async def _deliver_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,7 +167,17 @@ class Spool:
         if segment in self._sealed and self._outstanding[segment] == 0 and segment not in self._failed:
             self._sealed.discard(segment)
             del self._outstanding[segment]
-            self._writer_pool.submit(self._journal.remove_segment, segment)
+            self._release_pool.submit(self._release, segment)
+
+    def _release(self, segment: int) -> None:
+        """Drop a fully materialised segment, once what was materialised from it is durable (release thread)."""
+        try:
+            self._sync_stores()
+        except OSError as exc:
+            # Keep the segment: the next start-up replays it, and replay is idempotent.
+            log.error("could not sync the mail stores, spool segment %d kept: %s", segment, exc)
+            return
+        self._journal.remove_segment(segment)
 
     async def drain(self) -> None:
         """Wait until everything accepted so far has been materialised."""
@@ -147,11 +195,25 @@ class Spool:
         loop = asyncio.get_running_loop()
         # The single writer thread runs jobs in order: this waits for a rotation a cancelled task left running.
         await loop.run_in_executor(self._writer_pool, self._journal.close)
+        await asyncio.to_thread(self._release_pool.shutdown, wait=True)
         current = self._journal.segment
-        for segment, left in list(self._outstanding.items()):
-            if left == 0 and segment not in self._failed:
-                await loop.run_in_executor(self._writer_pool, self._journal.remove_segment, segment)
+        done = [
+            segment
+            for segment, left in self._outstanding.items()
+            if left == 0 and segment not in self._failed and segment != current
+        ]
         if current and self._outstanding.get(current, 0) == 0 and current not in self._failed:
-            await loop.run_in_executor(self._writer_pool, self._journal.remove_segment, current)
+            done.append(current)
+        if done:
+            await loop.run_in_executor(self._writer_pool, self._release_all, done)
         self._writer_pool.shutdown(wait=True)
         self._delivery_pool.shutdown(wait=True)
+
+    def _release_all(self, segments: list[int]) -> None:
+        try:
+            self._sync_stores()
+        except OSError as exc:
+            log.error("could not sync the mail stores, spool kept for replay: %s", exc)
+            return
+        for segment in segments:
+            self._journal.remove_segment(segment)

@@ -4,12 +4,15 @@ Layout: `<root>/<domain>/<localpart>/{cur,new,tmp}` is the INBOX; each folder is
 with its own `cur/ new/ tmp/` and an empty `maildirfolder` file. Dovecot, mutt and Python's `mailbox.Maildir`
 read this. Messages are named `<unique>,S=<octets>` (the Maildir++ size field, which quota accounting trusts)
 and reach `new/` by rename from `tmp/` after an fsync, followed by an fsync of `new/`: once `deliver` returns,
-the message survives a power cut. A delivery whose unique name already exists in `new/` or `cur/` is skipped,
-which makes replaying a delivery batch after a crash safe.
+the message survives a power cut. The spool delivers with `sync=False` instead (its journal still holds the
+message, and it syncs the whole filesystem once before dropping the journal copy). A delivery whose unique name
+already exists in `new/` or `cur/` with its full size is skipped, which makes replaying a delivery batch after a
+crash safe; a shorter copy (written but never synced before the crash) is replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from postkontor.store.accounts import Mailbox
+from postkontor.store.durability import fsync_dir
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -27,6 +31,7 @@ _WRITE_CHUNK = 8 * 1024 * 1024  # octets per os.write; far below Linux's per-cal
 _SIZE_FIELD = re.compile(r",S=(\d+)")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _SUBDIRS = ("cur", "new", "tmp")
+
 
 def maildir_unique(seconds: int, token: str, hostname: str) -> str:
     """`<seconds>.<token>.<host>`, a Maildir unique name; `/`, `:` and `,` in the host become `\\ooo`."""
@@ -62,14 +67,6 @@ def _folder_dirname(folder: str | None) -> str | None:
     return "." + folder
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _unique_of(name: str) -> str:
     return name.split(":", 1)[0].split(",", 1)[0]
 
@@ -82,6 +79,17 @@ def _message_size(entry: os.DirEntry[str]) -> int:
         return entry.stat(follow_symlinks=False).st_size
     except FileNotFoundError:  # expunged or moved between listing and stat
         return 0
+
+
+def _is_complete(entry: os.DirEntry[str]) -> bool:
+    """Whether the file holds as many octets as its `S=` field promises (names without one are trusted)."""
+    match = _SIZE_FIELD.search(entry.name.split(":", 1)[0])
+    if match is None:
+        return True
+    try:
+        return entry.stat(follow_symlinks=False).st_size == int(match.group(1))
+    except FileNotFoundError:
+        return False
 
 
 def _scandir(path: Path | str) -> Iterator[os.DirEntry[str]]:
@@ -167,7 +175,7 @@ class MaildirStore:
                 os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE))
         # A new directory entry is only durable once its parent directory is synced.
         for parent_dir in created_in:
-            _fsync_dir(parent_dir)
+            fsync_dir(parent_dir)
         with self._lock:
             self._ensured.add(directory)
 
@@ -177,12 +185,13 @@ class MaildirStore:
         return self.deliver_many([(mailbox, unique, data, folder)])[0]
 
     def deliver_many(
-        self, items: list[tuple[Mailbox, str, bytes, str | None]], *, check_existing: bool = True
+        self, items: list[tuple[Mailbox, str, bytes, str | None]], *, check_existing: bool = True, sync: bool = True
     ) -> list[Path]:
         """`deliver` for a batch: one fsync per file, then one per distinct `new/` directory.
 
         `check_existing=False` skips the look for an earlier copy (a directory listing per folder): for names
-        that are new by construction, i.e. everything but crash replay.
+        that are new by construction, i.e. everything but crash replay. `sync=False` skips the fsyncs: for a
+        caller that keeps its own durable copy until it has synced the filesystem.
         """
         results: list[Path | None] = [None] * len(items)
         wanted: dict[Path, dict[str, list[int]]] = {}
@@ -204,7 +213,7 @@ class MaildirStore:
                 for index in indexes:
                     results[index] = job.final
         if pending:
-            self._write_all(pending)
+            self._write_all(pending, sync)
         assert all(path is not None for path in results)
         return [path for path in results if path is not None]
 
@@ -215,13 +224,18 @@ class MaildirStore:
             for entry in _scandir(directory / sub):
                 unique = _unique_of(entry.name)
                 if unique in uniques and unique not in found:
-                    found[unique] = directory / sub / entry.name
+                    if _is_complete(entry):
+                        found[unique] = directory / sub / entry.name
+                    else:
+                        # Renamed into place but its data never reached the disk before a crash: write it again.
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
         return found
 
-    def _write_all(self, pending: list[_Pending]) -> None:
+    def _write_all(self, pending: list[_Pending], sync: bool) -> None:
         try:
             for job in pending:
-                self._write_tmp(job)
+                self._write_tmp(job, sync)
             with self._lock:
                 # Renaming and counting under one lock keeps `usage` exact against a concurrent scan.
                 for job in pending:
@@ -230,8 +244,9 @@ class MaildirStore:
                     job.done = True
                     if job.mailbox in self._usage:
                         self._usage[job.mailbox] += len(job.data)
-            for new_dir in dict.fromkeys(job.directory / "new" for job in pending):
-                _fsync_dir(new_dir)
+            if sync:
+                for new_dir in dict.fromkeys(job.directory / "new" for job in pending):
+                    fsync_dir(new_dir)
         finally:
             for job in pending:
                 if job.tmp is not None and not job.done:
@@ -240,7 +255,7 @@ class MaildirStore:
                     except FileNotFoundError:
                         pass
 
-    def _write_tmp(self, job: _Pending) -> None:
+    def _write_tmp(self, job: _Pending, sync: bool) -> None:
         # A random suffix: a stale file of a crashed attempt is never reused; clean_tmp removes it later.
         tmp = job.directory / "tmp" / f"{job.name}.{secrets.token_hex(6)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -259,7 +274,8 @@ class MaildirStore:
             offset = 0
             while offset < len(view):
                 offset += os.write(fd, view[offset : offset + _WRITE_CHUNK])
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -308,7 +324,8 @@ class MaildirStore:
             for entry in _scandir(tmp):
                 try:
                     if entry.is_file(follow_symlinks=False) and stale(entry):
-                        os.unlink(entry.path)
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
                         removed += 1
                 except FileNotFoundError:
                     continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -30,6 +31,8 @@ _MAX_QUOTA = 2**63 - 1  # SQLite INTEGER
 _CACHE_LIMIT = 10_000  # entries; RCPT TO probes with random addresses must not grow memory without bound
 # Alias graphs are not memoised: a wide diamond-shaped graph could otherwise cost fan-out ** depth lookups.
 _MAX_EXPANSION_STEPS = 10_000
+
+_RECHECK_AFTER = 0.002  # seconds
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -232,6 +235,7 @@ class SQLiteAccountStore:
             self._conn.close()
             raise
         self._data_version = self._read_data_version()
+        self._checked_at = time.monotonic()
 
     def _setup(self) -> None:
         conn = self._conn
@@ -264,7 +268,16 @@ class SQLiteAccountStore:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     def _refresh_caches(self) -> None:
-        """Drop cached answers if another connection committed since we last looked (lock held)."""
+        """Drop cached answers if another connection committed since we last looked (lock held).
+
+        Looked at most every `_RECHECK_AFTER` seconds: under load one RCPT asks three questions and hundreds of
+        RCPTs arrive per second, and each SQLite call also hands the GIL to the delivery threads. A change made
+        with the CLI still applies within milliseconds.
+        """
+        now = time.monotonic()
+        if now - self._checked_at < _RECHECK_AFTER:
+            return
+        self._checked_at = now
         version = self._read_data_version()
         if version != self._data_version:
             self._data_version = version
@@ -335,9 +348,7 @@ class SQLiteAccountStore:
 
     def _require_local(self, conn: sqlite3.Connection, name: str) -> None:
         if not conn.execute("SELECT 1 FROM domains WHERE name = ?", (name,)).fetchone():
-            raise AccountError(
-                f"domain {name} is not a local domain; add it with `postkontor domain add {name}`"
-            )
+            raise AccountError(f"domain {name} is not a local domain; add it with `postkontor domain add {name}`")
 
     # --- users ----------------------------------------------------------------------------------------------
     def add_user(self, address: str, password: str, quota: int = 0) -> None:

@@ -136,3 +136,41 @@ def test_recover_replays_and_clears(tmp_path: Path) -> None:
     assert spool.recover() == 2
     assert seen == ["ID1", "ID2"]
     assert Journal(tmp_path).segments() == []
+
+
+async def test_segment_is_sealed_by_age_and_dropped_only_after_the_stores_are_synced(tmp_path: Path) -> None:
+    """Materialisation may skip fsync: the segment goes only after `sync_stores`, and an idle segment is sealed
+    after `seal_after` seconds so a crash replays little."""
+    events: list[str] = []
+    journal = Journal(tmp_path)
+
+    def sync_stores() -> None:
+        events.append(f"sync with {len(journal.segments())} segment(s) on disk")
+
+    spool = Spool(
+        journal, lambda batch, replay: events.append("materialised"), sync_stores=sync_stores, seal_after=0.05
+    )
+    spool.start()
+    await spool.accept(_message(1))
+    for _ in range(200):  # bounded: at most 2 s
+        if len(journal.segments()) == 1 and any(e.startswith("sync") for e in events):
+            break
+        await asyncio.sleep(0.01)
+    assert events[0] == "materialised"
+    assert events[1] == "sync with 2 segment(s) on disk", "the sealed segment still existed while syncing"
+    assert len(journal.segments()) == 1, "only the fresh, empty segment is left"
+    await spool.close()
+
+
+async def test_a_failed_sync_keeps_the_segment_for_replay(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+
+    def failing_sync() -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    spool = Spool(journal, lambda batch, replay: None, sync_stores=failing_sync, seal_after=0.01)
+    spool.start()
+    await spool.accept(_message(1))
+    await asyncio.sleep(0.2)
+    await spool.close()
+    assert [m.spool_id for _, m in Journal(tmp_path).replay()] == ["ID1"]

@@ -98,6 +98,15 @@ def test_any_name_with_the_unique_counts_as_delivered(store: MaildirStore, exist
     assert _files(base / "new") == []
 
 
+def test_replay_rewrites_a_copy_whose_data_never_reached_the_disk(store: MaildirStore) -> None:
+    """With sync=False a crash can leave a renamed but empty file (ext4 delayed allocation); replay replaces it."""
+    [path] = store.deliver_many([(ALICE, "1.X.host", MESSAGE, None)], check_existing=False, sync=False)
+    os.truncate(path, 0)
+    [again] = store.deliver_many([(ALICE, "1.X.host", MESSAGE, None)], check_existing=True, sync=False)
+    assert again.read_bytes() == MESSAGE
+    assert _files(again.parent) == [again.name]
+
+
 def test_a_similar_unique_is_not_the_same_message(store: MaildirStore) -> None:
     store.deliver(ALICE, "1.X.host1", MESSAGE)
     store.deliver(ALICE, "1.X.host", MESSAGE)

@@ -16,6 +16,7 @@ from postkontor.auth.passwords import PasswordHasher
 from postkontor.store.accounts import AccountError, AccountStore, Alias, Mailbox, Resolution, User
 from postkontor.store.maildir import MaildirStore
 from postkontor.store.sqlite_accounts import (
+    _RECHECK_AFTER,
     SQLiteAccountStore,
     normalize_address,
     normalize_domain,
@@ -404,6 +405,7 @@ def test_changes_by_another_connection_are_seen(store: SQLiteAccountStore, tmp_p
         cli.add_user("carol@example.test", "pw")
         cli.add_domain("new.test")
         cli.add_alias("alice@example.test", ["bob@example.test"])
+    time.sleep(_RECHECK_AFTER * 2)
     assert store.resolve("carol@example.test").mailboxes == (mbox("carol"),)
     assert store.is_local_domain("new.test")
     assert store.resolve("alice@example.test").mailboxes == (mbox("bob"),)
@@ -495,13 +497,16 @@ def test_store_accepts_or_refuses_any_local_part(
 
 
 def test_cached_user_quota_follows_changes_by_another_connection(store: SQLiteAccountStore, tmp_path: Path) -> None:
-    """get_user is cached for the RCPT hot path; a quota set by the CLI (another connection) is seen at once."""
+    """get_user is cached for the RCPT hot path; a quota set by the CLI (another connection) is seen within
+    milliseconds (the store looks for changes at most every _RECHECK_AFTER seconds)."""
     assert store.get_user("alice@example.test") == User("alice@example.test", 0)
     other = _open(tmp_path / "accounts.sqlite3")
     try:
         other.set_quota("alice@example.test", 4096)
+        time.sleep(_RECHECK_AFTER * 2)
         assert store.get_user("alice@example.test") == User("alice@example.test", 4096)
         other.remove_user("alice@example.test")
+        time.sleep(_RECHECK_AFTER * 2)
         assert store.get_user("alice@example.test") is None
     finally:
         other.close()

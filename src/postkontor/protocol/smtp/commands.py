@@ -265,9 +265,7 @@ def has_relay_syntax(path: str) -> bool:
     return "%" in path or "!" in path or path.count("@") > 1
 
 
-def parse_rcpt(
-    argument: str, *, esmtp: bool, smtputf8: bool, dsn: bool = False
-) -> tuple[Address, RcptParams]:
+def parse_rcpt(argument: str, *, esmtp: bool, smtputf8: bool, dsn: bool = False) -> tuple[Address, RcptParams]:
     """RFC 5321 §4.1.1.3: `TO:<forward-path> [SP Rcpt-parameters]`, also `TO:<Postmaster>` (§4.5.1).
 
     `smtputf8` is whether this transaction's MAIL carried SMTPUTF8 (RFC 6531 §3.4).

@@ -232,6 +232,11 @@ class SMTPServerConnection:
     def receive_eof(self) -> None:
         self._close_requested = True
 
+    @property
+    def buffered(self) -> int:
+        """Octets received but not yet consumed: the adapter stops reading when this grows (flow control)."""
+        return len(self._buffer)
+
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
