@@ -62,6 +62,8 @@ class Materializer:
                     },
                     smtputf8=message.smtputf8,
                     body_8bit=message.body_8bit,
+                    sync=False,
+                    repair=replay,
                 )
         if self.on_queued is not None and any(message.remote for message in messages):
             self.on_queued()

@@ -197,15 +197,19 @@ def _placeholders(values: Collection[str]) -> str:
 class QueueStore:
     """The queue's storage; one connection shared by threads under a lock."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, durable_commits: bool = True) -> None:
+        """`durable_commits=False` (the server's own store) commits without fsync: what it queues is still in the
+        spool journal until the spool has synced the filesystem, and a later change lost in a crash costs at most
+        a repeated delivery attempt or report, the window every MTA has (RFC 5321 §6.1)."""
         self.directory = directory
+        self._durable = durable_commits
         self._messages = directory / "messages"
         for path in (directory, self._messages):
             if not path.is_dir():
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
                 fsync_dir(path.parent)  # the directory entry itself must survive a crash too
         self._lock = threading.Lock()
-        self._conn = open_database(directory / "queue.sqlite3")
+        self._conn = open_database(directory / "queue.sqlite3", synchronous="FULL" if durable_commits else "NORMAL")
         try:
             self._setup()
         except BaseException:
@@ -266,11 +270,15 @@ class QueueStore:
         dsn: dict[str, tuple[str | None, str | None]] | None = None,
         smtputf8: bool = False,
         body_8bit: bool = False,
+        sync: bool = True,
+        repair: bool = False,
     ) -> bool:
         """Queue `data` for `recipients`, durably. False (and no change) if the id is queued already.
 
         `dsn` maps a recipient to its RFC 3461 (ORCPT, NOTIFY) parameters. `smtputf8` (RFC 6531) and `body_8bit`
-        (RFC 6152 BODY=8BITMIME) are what the next hop must be told.
+        (RFC 6152 BODY=8BITMIME) are what the next hop must be told. `sync=False` leaves the message file unsynced
+        (for the spool, which syncs the filesystem later); `repair=True` (crash replay) rewrites the file of an
+        already queued id whose data did not survive.
         """
         _check_id(message_id)
         _check_text(sender, "sender")
@@ -293,9 +301,11 @@ class QueueStore:
                 if value is not None:
                     _check_text(value, "DSN parameter")
         if self.contains(message_id):
+            if repair and not self._file_complete(message_id, len(data)):
+                self._write_message(message_id, data, sync)
             return False
         # The file first: a committed row must never point at a missing message.
-        self._write_message(message_id, data)
+        self._write_message(message_id, data, sync)
         with self._write() as conn:
             inserted = conn.execute(
                 "INSERT OR IGNORE INTO messages (id, sender, size, created, envid, ret, smtputf8, body_8bit)"
@@ -313,7 +323,13 @@ class QueueStore:
                 )
         return bool(inserted)
 
-    def _write_message(self, message_id: str, data: bytes) -> None:
+    def _file_complete(self, message_id: str, size: int) -> bool:
+        try:
+            return self.message_path(message_id).stat().st_size == size
+        except FileNotFoundError:
+            return False
+
+    def _write_message(self, message_id: str, data: bytes, sync: bool = True) -> None:
         final = self.message_path(message_id)
         # A random temporary name: two writers of the same id never share a half-written file.
         tmp = self._messages / f"{message_id}.{secrets.token_hex(6)}.tmp"
@@ -324,7 +340,8 @@ class QueueStore:
                 offset = 0
                 while offset < len(view):
                     offset += os.write(fd, view[offset : offset + _WRITE_CHUNK])
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.rename(tmp, final)
@@ -334,7 +351,8 @@ class QueueStore:
             except FileNotFoundError:
                 pass
             raise
-        fsync_dir(self._messages)
+        if sync:
+            fsync_dir(self._messages)
 
     def record(
         self, message_id: str, outcomes: list[RecipientOutcome], *, now: float, next_attempt: float | None
@@ -430,7 +448,8 @@ class QueueStore:
             os.unlink(self.message_path(message_id))
         except FileNotFoundError:
             return
-        fsync_dir(self._messages)
+        if self._durable:
+            fsync_dir(self._messages)
 
     def remove_finished(self, message_id: str | None = None) -> list[str]:
         """Remove the message (or every message) with no recipient queued or waiting for its report; their ids."""

@@ -96,7 +96,7 @@ class MailServer:
         config.mail_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         maildir = MaildirStore(config.mail_dir, config.hostname)
         maildir.clean_tmp_all()
-        self._queue = QueueStore(config.queue_dir)
+        self._queue = QueueStore(config.queue_dir, durable_commits=False)
         materializer = Materializer(maildir, self._queue, config.hostname)
         spool = Spool(Journal(config.spool_dir / f"w{self.worker}"), materializer, sync_stores=materializer.sync)
         self.recovered = await asyncio.get_running_loop().run_in_executor(None, spool.recover)

@@ -14,12 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def open_database(path: Path) -> sqlite3.Connection:
+def open_database(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """`synchronous="NORMAL"` only for a caller that makes its commits durable itself (e.g. by syncfs)."""
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     except BaseException:
         conn.close()

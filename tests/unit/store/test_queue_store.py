@@ -69,6 +69,18 @@ def test_survives_reopen(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_replay_repairs_a_message_file_that_did_not_survive(tmp_path: Path) -> None:
+    """The spool queues without fsync and syncs the filesystem later; a crash in between can leave the row but an
+    empty file. Replaying the journal (repair=True) writes the file again; a plain duplicate enqueue does not."""
+    with QueueStore(tmp_path, durable_commits=False) as queue:
+        assert queue.enqueue("ID1", "a@example.test", ["x@remote.test"], DATA, now=1.0, sync=False)
+        os.truncate(queue.message_path("ID1"), 0)
+        assert not queue.enqueue("ID1", "a@example.test", ["x@remote.test"], DATA, now=1.0)
+        assert queue.message_path("ID1").read_bytes() == b""
+        assert not queue.enqueue("ID1", "a@example.test", ["x@remote.test"], DATA, now=1.0, repair=True)
+        assert queue.message_path("ID1").read_bytes() == DATA
+
+
 def test_database_settings(tmp_path: Path) -> None:
     QueueStore(tmp_path).close()
     conn = sqlite3.connect(tmp_path / "queue.sqlite3")
