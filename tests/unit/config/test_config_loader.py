@@ -51,6 +51,7 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
     assert config.timeouts == TimeoutsConfig()
     assert config.delivery == DeliveryConfig()
     assert config.dns_servers == ()
+    assert config.workers == 0 and config.worker_count >= 1
     assert config.data_dir == tmp_path
     assert config.source == tmp_path / "postkontor.toml"
 
@@ -110,6 +111,8 @@ def test_the_example_from_the_lead(tmp_path: Path) -> None:
             "[[listener]] port",
             "clashes",
         ),
+        (f"{H}workers = -1\n{MX}", 2, "workers", "from 0 to 256"),
+        (f'{H}workers = "auto"\n{MX}', 2, "workers", 'got "auto"'),
         (f'{H}dns = ["ns.example"]\n{MX}', 2, "dns", "IP"),
         (f'{H}dns = "127.0.0.1"\n{MX}', 2, "dns", "expected an array"),
         (f'{H}dns = ["1.2.3.4:0"]\n{MX}', 2, "dns", "IP:PORT"),
@@ -205,6 +208,11 @@ def test_every_limit_and_timeout_can_be_set(tmp_path: Path) -> None:
     assert config.delivery == DeliveryConfig(subaddress_separator="", max_alias_depth=100)
 
 
+def test_workers(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, f"{H}workers = 3\n{MX}"))
+    assert config.workers == 3 and config.worker_count == 3
+
+
 def test_paths_are_relative_to_the_data_dir(tmp_path: Path) -> None:
     path = write(tmp_path, f"{H}{TLS}{MX}")
     config = load_config(path)
@@ -255,7 +263,7 @@ def test_rendered_config_documents_every_setting() -> None:
     for cls in (LimitsConfig, TimeoutsConfig, DeliveryConfig):
         for field in dataclasses.fields(cls):
             assert f"\n#{field.name} = " in text, field.name
-    for section in ("[limits]", "[timeouts]", "[delivery]", "#[tls]", "#dns = "):
+    for section in ("[limits]", "[timeouts]", "[delivery]", "#[tls]", "#dns = ", "#workers = 0"):
         assert section in text
     assert sum(line.startswith("#") for line in text.splitlines()) > 30
 
