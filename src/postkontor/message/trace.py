@@ -47,9 +47,22 @@ class TraceInfo:
     recipient: str | None = None  # only named when the transaction has a single recipient (privacy)
 
 
+_stamp_cache: tuple[int, str] = (-1, "")
+
+
+def _now_stamp() -> str:
+    """The RFC 5322 date of this second; formatted once per second, not once per message."""
+    global _stamp_cache
+    now = datetime.now(UTC).replace(microsecond=0)
+    second = int(now.timestamp())
+    if _stamp_cache[0] != second:
+        _stamp_cache = (second, format_datetime(now))
+    return _stamp_cache[1]
+
+
 def received_header(info: TraceInfo, when: datetime | None = None) -> bytes:
     """One Received field, folded at sensible points, ending in CRLF."""
-    stamp = format_datetime(when or datetime.now(UTC))
+    stamp = format_datetime(when) if when is not None else _now_stamp()
     ip = f"IPv6:{info.client_ip}" if ":" in info.client_ip else info.client_ip
     lines = [f"Received: from {_comment_safe(info.helo) or 'unknown'} ([{ip}])"]
     by = f"\tby {info.hostname} (postkontor) with {info.protocol}"

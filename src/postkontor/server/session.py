@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -54,9 +55,15 @@ def ascii_domain(domain: str) -> str | None:
         return None
 
 
+# Ids need uniqueness, not secrecy: a generator seeded from the OS (again in every forked worker) saves a
+# getrandom() system call per message.
+_id_random = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _id_random.seed(os.urandom(16)))
+
+
 def new_spool_id(now: float) -> str:
     """Unique across processes and restarts, alphanumeric (it names files), and roughly time-ordered."""
-    return f"{int(now * 1_000_000):x}{secrets.token_hex(5)}".upper()
+    return f"{int(now * 1_000_000):X}{_id_random.getrandbits(40):010X}"
 
 
 @dataclass
