@@ -422,7 +422,7 @@ class QueueStore:
                 return conn.execute("UPDATE recipients SET next_attempt = 0 WHERE status = 'queued'").rowcount
             _check_id(message_id)
             return conn.execute(
-                "UPDATE recipients SET next_attempt = 0 WHERE message_id = ? AND status = 'queued'", (message_id,)
+                "UPDATE recipients SET next_attempt = 0 WHERE message_id = ? AND +status = 'queued'", (message_id,)
             ).rowcount
 
     def request_bounce(self, message_id: str) -> int:
@@ -431,7 +431,7 @@ class QueueStore:
         with self._write() as conn:
             return conn.execute(
                 "UPDATE recipients SET status = 'failed', dsn_status = ?, last_error = ?, remote_mta = NULL,"
-                " reported = 0 WHERE message_id = ? AND status = 'queued'",
+                " reported = 0 WHERE message_id = ? AND +status = 'queued'",
                 (ADMIN_BOUNCE_STATUS, ADMIN_BOUNCE_TEXT, message_id),
             ).rowcount
 
@@ -553,22 +553,32 @@ class QueueStore:
         it cannot start yet does not hide what it can.
         """
         exclude_messages, exclude_domains = list(exclude_messages), list(exclude_domains)
+        # Walk the (status, next_attempt) index in order and stop early: a GROUP BY over every queued row would
+        # cost O(queue size) per call, and the runner calls this after every finished job.
         query = "SELECT message_id, domain FROM recipients WHERE status = 'queued' AND next_attempt <= ?"
         if exclude_messages:
             query += f" AND message_id NOT IN ({_placeholders(exclude_messages)})"
         if exclude_domains:
             query += f" AND domain NOT IN ({_placeholders(exclude_domains)})"
-        query += " GROUP BY message_id, domain ORDER BY MIN(next_attempt), message_id, domain LIMIT ?"
+        query += " ORDER BY next_attempt, message_id, domain LIMIT ?"
         groups: list[DueGroup] = []
         with self._read() as conn:
-            keys = conn.execute(query, (now, *exclude_messages, *exclude_domains, max(limit, 0))).fetchall()
+            keys: dict[tuple[str, str], None] = {}
+            # Recipients of one group sit together in this order; a few more rows than groups are asked for.
+            rows_wanted = max(limit, 0) * 4
+            for key in conn.execute(query, (now, *exclude_messages, *exclude_domains, rows_wanted)):
+                keys[(key[0], key[1])] = None
+                if len(keys) >= limit:
+                    break
             for message_id, domain in keys:
                 message = conn.execute(
                     f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
                 ).fetchone()
                 rows = conn.execute(
+                    # The unary + keeps SQLite on the primary key (message_id first): recipients_due would scan
+                    # every due row of the queue for each group.
                     f"SELECT {_RECIPIENT_COLUMNS} FROM recipients WHERE message_id = ? AND domain = ?"
-                    " AND status = 'queued' AND next_attempt <= ? ORDER BY rowid",
+                    " AND +status = 'queued' AND +next_attempt <= ? ORDER BY rowid",
                     (message_id, domain, now),
                 ).fetchall()
                 entry = self._entry(message, [])
