@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postkontor.protocol.smtp.framing import (
@@ -15,6 +15,7 @@ from postkontor.protocol.smtp.framing import (
     ReceiveBuffer,
     check_message,
     dot_stuff,
+    has_long_line,
     unstuff,
 )
 
@@ -255,3 +256,11 @@ def test_rfc5321_s2_3_8_receive_buffer_any_bytes_any_chunks(wire: bytes, step: i
         if line.problem is None:
             assert b"\r" not in line.content and b"\n" not in line.content and b"\x00" not in line.content
             assert len(line.content) + 2 <= limit
+
+
+@given(st.lists(st.integers(min_value=0, max_value=1200), min_size=1, max_size=40), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_rfc5322_s2_1_1_long_line_scan_matches_a_line_by_line_check(lengths: list[int], final_crlf: bool) -> None:
+    """The jumping scan of has_long_line agrees with splitting into lines, at every boundary."""
+    data = b"\r\n".join(b"x" * n for n in lengths) + (b"\r\n" if final_crlf else b"")
+    assert has_long_line(data) == (max(lengths) > 998)

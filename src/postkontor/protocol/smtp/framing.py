@@ -32,7 +32,6 @@ _TERMINATOR = b"\r\n.\r\n"
 MAX_TEXT_LINE = 998
 # Lines are already known to be CRLF-separated when this runs; the literal "\n" prefix lets `re` skip ahead
 # with a fast literal search instead of trying a match at every octet.
-_LONG_LINE = re.compile(rb"\n[^\r\n]{%d}" % (MAX_TEXT_LINE + 1))
 _ANY_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
@@ -144,14 +143,28 @@ def has_bare_line_end(data: bytes) -> bool:
     return data.count(b"\r") != pairs or data.count(b"\n") != pairs
 
 
+def has_long_line(data: bytes, limit: int = MAX_TEXT_LINE) -> bool:
+    """True if a line holds more than `limit` octets before its CRLF; `data` must have no bare CR or LF.
+
+    Jumps to the last LF within the next `limit` + 2 octets: a few steps per 100 KiB, where a regex scan costs
+    a millisecond.
+    """
+    start, size = 0, len(data)
+    while size - start > limit:
+        newline = data.rfind(b"\n", start, start + limit + 2)
+        if newline < 0:
+            return True
+        start = newline + 1
+    return False
+
+
 def check_message(data: bytes) -> MessageProblem | None:
     """Validate finished (unstuffed) message content: CRLF only, no NUL, no line over 998 octets."""
     if has_bare_line_end(data):
         return MessageProblem.BARE_LINE_END
     if b"\x00" in data:
         return MessageProblem.NUL
-    first = data.find(CRLF)
-    if (first if first >= 0 else len(data)) > MAX_TEXT_LINE or _LONG_LINE.search(data) is not None:
+    if has_long_line(data):
         return MessageProblem.LINE_TOO_LONG
     return None
 
