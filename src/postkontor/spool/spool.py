@@ -41,7 +41,7 @@ class Spool:
         materialize: Materialize,
         *,
         sync_stores: SyncStores = _no_sync,
-        delivery_threads: int = 2,
+        delivery_threads: int = 1,
         seal_after: float = 2.0,
     ) -> None:
         self._journal = journal
