@@ -37,6 +37,7 @@ __all__ = [
 DEFAULT_PORT: Final = 53
 # dnspython's own per-server default; the whole lookup is bounded by the resolver's `timeout` (its lifetime).
 _PER_SERVER_TIMEOUT: Final = 2.0
+_CACHE_ENTRIES: Final = 10_000
 
 
 class DNSError(Exception):
@@ -123,6 +124,9 @@ class MailResolver:
                     raise DNSTemporaryError(f"no usable system resolver configuration: {exc}") from exc
             resolver.lifetime = self._timeout
             resolver.timeout = min(_PER_SERVER_TIMEOUT, self._timeout)
+            # Answers are kept for their TTL: a busy queue asks for the same few MX hosts over and over, and a
+            # small server seldom has a caching resolver of its own.
+            resolver.cache = dns.resolver.LRUCache(_CACHE_ENTRIES)
             self._resolver = resolver
         return self._resolver
 

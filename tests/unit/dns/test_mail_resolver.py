@@ -162,3 +162,13 @@ def test_nameserver_forms() -> None:
             parse_nameserver(bad)
     with pytest.raises(ValueError):
         MailResolver(("not-an-ip",))
+
+
+async def test_answers_are_cached_for_their_ttl(
+    resolver: MailResolver, nameserver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy queue asks for the same MX over and over: within the TTL (60 s here) the nameserver is asked once."""
+    first = await resolver.addresses("dual.test")
+    monkeypatch.setitem(ZONE, ("dual.test", "A"), ["192.0.2.99"])
+    assert await resolver.addresses("dual.test") == first
+    assert "192.0.2.99" in await MailResolver((nameserver,), timeout=5.0).addresses("dual.test")
