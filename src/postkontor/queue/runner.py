@@ -336,11 +336,15 @@ class QueueRunner:
             await self._notify(entry, "failed", [r for r in failed if "FAILURE" in notify_values(r.notify)], now)
             await asyncio.to_thread(self._store.mark_bounced, message_id, [r.recipient for r in failed])
         delivered = [r for r in entry.recipients if r.status == "delivered" and not r.reported]
+        queued = [r for r in entry.recipients if r.status == "queued"]
         if delivered:
             # RFC 3461 §6.2.2: a message handed to a remote MTA is "relayed"; SUCCESS asks to be told.
             await self._notify(entry, "relayed", [r for r in delivered if "SUCCESS" in notify_values(r.notify)], now)
-            await asyncio.to_thread(self._store.mark_reported, message_id, [r.recipient for r in delivered])
-        queued = [r for r in entry.recipients if r.status == "queued"]
+            removed = await asyncio.to_thread(
+                self._store.mark_reported, message_id, [r.recipient for r in delivered], remove_if_finished=not queued
+            )
+            if removed:
+                return
         if queued and should_warn_delay(entry.created, now, entry.warned, self._cfg):
             tried = [r for r in queued if r.attempts > 0 and "DELAY" in notify_values(r.notify)]
             await self._notify(entry, "delayed", tried, now)

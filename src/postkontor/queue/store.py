@@ -40,6 +40,12 @@ ADMIN_BOUNCE_STATUS = "5.0.0"  # RFC 3463 §3.1: other or undefined status
 ADMIN_BOUNCE_TEXT = "bounced by the administrator"
 EXPIRED_STATUS = "4.4.7"  # RFC 3463 §3.5: delivery time expired
 
+# Messages with no recipient queued or waiting for its report.
+_FINISHED = (
+    "SELECT id FROM messages m WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"
+    " AND (r.status = 'queued' OR (r.status IN ('delivered', 'failed') AND r.reported = 0)))"
+)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
@@ -406,14 +412,25 @@ class QueueStore:
                 [(message_id, recipient) for recipient in recipients],
             )
 
-    def mark_reported(self, message_id: str, recipients: Collection[str]) -> None:
-        """The success report for these delivered recipients was sent (or was not wanted)."""
+    def mark_reported(self, message_id: str, recipients: Collection[str], *, remove_if_finished: bool = False) -> bool:
+        """The success report for these delivered recipients was sent (or was not wanted).
+
+        With `remove_if_finished`, a message left with nothing to do is removed in the same transaction (the
+        common end of a delivery: one commit instead of two). Returns whether it was removed.
+        """
         _check_id(message_id)
+        removed = False
         with self._write() as conn:
             conn.executemany(
                 "UPDATE recipients SET reported = 1 WHERE message_id = ? AND recipient = ? AND status = 'delivered'",
                 [(message_id, recipient) for recipient in recipients],
             )
+            if remove_if_finished and conn.execute(_FINISHED + " AND m.id = ?", (message_id,)).fetchone():
+                conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+                removed = True
+        if removed:
+            self._unlink(message_id)
+        return removed
 
     def flush(self, message_id: str | None = None) -> int:
         """Make the queued recipients of one message (or of all) due now; returns how many."""
@@ -455,10 +472,7 @@ class QueueStore:
         """Remove the message (or every message) with no recipient queued or waiting for its report; their ids."""
         if message_id is not None:
             _check_id(message_id)
-        done = (
-            "SELECT id FROM messages m WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"
-            " AND (r.status = 'queued' OR (r.status IN ('delivered', 'failed') AND r.reported = 0)))"
-        )
+        done = _FINISHED
         with self._write() as conn:
             if message_id is None:
                 ids = [str(row[0]) for row in conn.execute(done)]
