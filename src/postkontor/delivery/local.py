@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from postkontor.queue.store import QueueStore
+from postkontor.queue.store import NewMessage, QueueStore
 from postkontor.spool.journal import SpoolMessage
 from postkontor.store.accounts import Mailbox
 from postkontor.store.durability import sync_filesystems
@@ -45,25 +45,28 @@ class Materializer:
                     items.append((Mailbox(target.domain, target.localpart), unique, stored, target.folder))
         if items:
             self._maildir.deliver_many(items, check_existing=replay, sync=False)
-        for message in messages:
-            if message.remote:
-                self._queue.enqueue(
-                    message.spool_id,
-                    message.sender,
-                    [target.address for target in message.remote],
-                    message.data,
-                    now=message.received,
-                    envid=message.envid,
-                    ret=message.ret,
-                    dsn={
-                        target.address: (target.orcpt, None if target.notify is None else ",".join(target.notify))
-                        for target in message.remote
-                        if target.orcpt is not None or target.notify is not None
-                    },
-                    smtputf8=message.smtputf8,
-                    body_8bit=message.body_8bit,
-                    sync=False,
-                    repair=replay,
-                )
+        queued = [
+            NewMessage(
+                message.spool_id,
+                message.sender,
+                [target.address for target in message.remote],
+                message.data,
+                message.received,
+                envid=message.envid,
+                ret=message.ret,
+                dsn={
+                    target.address: (target.orcpt, None if target.notify is None else ",".join(target.notify))
+                    for target in message.remote
+                    if target.orcpt is not None or target.notify is not None
+                },
+                smtputf8=message.smtputf8,
+                body_8bit=message.body_8bit,
+            )
+            for message in messages
+            if message.remote
+        ]
+        if queued:
+            # One transaction per batch: the queue database is shared with the other workers and the runner.
+            self._queue.enqueue_many(queued, sync=False, repair=replay)
         if self.on_queued is not None and any(message.remote for message in messages):
             self.on_queued()

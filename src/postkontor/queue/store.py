@@ -17,13 +17,14 @@ writes, busy_timeout makes a writer wait for the other's short transaction, and 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,47 @@ def _placeholders(values: Collection[str]) -> str:
     return ",".join("?" * len(values))
 
 
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to queue: see `QueueStore.enqueue` for the fields."""
+
+    message_id: str
+    sender: str
+    recipients: Sequence[str]
+    data: bytes
+    now: float
+    envid: str | None = None
+    ret: str | None = None
+    dsn: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    smtputf8: bool = False
+    body_8bit: bool = False
+
+
+def _checked(message: NewMessage) -> tuple[NewMessage, list[str]]:
+    """Refuse what must never reach SMTP commands or file names; the recipients without duplicates."""
+    _check_id(message.message_id)
+    _check_text(message.sender, "sender")
+    unique = list(dict.fromkeys(message.recipients))
+    if not unique:
+        raise ValueError("a queued message needs at least one recipient")
+    for recipient in unique:
+        if not recipient:
+            raise ValueError("empty recipient address")
+        _check_text(recipient, "recipient")
+    if message.envid is not None:
+        _check_text(message.envid, "ENVID")
+    if message.ret is not None:
+        ret = message.ret.upper()
+        if ret not in ("FULL", "HDRS"):
+            raise ValueError(f"invalid RET {message.ret!r}: FULL or HDRS (RFC 3461 §4.3)")
+        message = dataclasses.replace(message, ret=ret)
+    for orcpt, notify in message.dsn.values():
+        for value in (orcpt, notify):
+            if value is not None:
+                _check_text(value, "DSN parameter")
+    return message, unique
+
+
 class QueueStore:
     """The queue's storage; one connection shared by threads under a lock."""
 
@@ -286,48 +328,59 @@ class QueueStore:
         (for the spool, which syncs the filesystem later); `repair=True` (crash replay) rewrites the file of an
         already queued id whose data did not survive.
         """
-        _check_id(message_id)
-        _check_text(sender, "sender")
-        unique = list(dict.fromkeys(recipients))
-        if not unique:
-            raise ValueError("a queued message needs at least one recipient")
-        for recipient in unique:
-            if not recipient:
-                raise ValueError("empty recipient address")
-            _check_text(recipient, "recipient")
-        if envid is not None:
-            _check_text(envid, "ENVID")
-        if ret is not None:
-            ret = ret.upper()
-            if ret not in ("FULL", "HDRS"):
-                raise ValueError(f"invalid RET {ret!r}: FULL or HDRS (RFC 3461 §4.3)")
-        params = dsn or {}
-        for orcpt, notify in params.values():
-            for value in (orcpt, notify):
-                if value is not None:
-                    _check_text(value, "DSN parameter")
-        if self.contains(message_id):
-            if repair and not self._file_complete(message_id, len(data)):
-                self._write_message(message_id, data, sync)
-            return False
-        # The file first: a committed row must never point at a missing message.
-        self._write_message(message_id, data, sync)
+        message = NewMessage(message_id, sender, recipients, data, now, envid, ret, dsn or {}, smtputf8, body_8bit)
+        return self.enqueue_many([message], sync=sync, repair=repair) == 1
+
+    def enqueue_many(self, messages: Sequence[NewMessage], *, sync: bool = True, repair: bool = False) -> int:
+        """`enqueue` for a batch, in one transaction (the spool queues a whole group commit at once). Returns how
+        many were new; every message is checked before anything is written."""
+        checked = [_checked(message) for message in messages]
+        fresh: list[tuple[NewMessage, list[str]]] = []
+        for message, unique in checked:
+            if self.contains(message.message_id):
+                if repair and not self._file_complete(message.message_id, len(message.data)):
+                    self._write_message(message.message_id, message.data, sync)
+                continue
+            # The file first: a committed row must never point at a missing message.
+            self._write_message(message.message_id, message.data, sync)
+            fresh.append((message, unique))
+        if not fresh:
+            return 0
+        inserted = 0
         with self._write() as conn:
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO messages (id, sender, size, created, envid, ret, smtputf8, body_8bit)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (message_id, sender, len(data), now, envid, ret, smtputf8, body_8bit),
-            ).rowcount
-            if inserted:
+            for message, unique in fresh:
+                added = conn.execute(
+                    "INSERT OR IGNORE INTO messages (id, sender, size, created, envid, ret, smtputf8, body_8bit)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        message.message_id,
+                        message.sender,
+                        len(message.data),
+                        message.now,
+                        message.envid,
+                        message.ret,
+                        message.smtputf8,
+                        message.body_8bit,
+                    ),
+                ).rowcount
+                if not added:
+                    continue
+                inserted += 1
                 conn.executemany(
                     "INSERT INTO recipients (message_id, recipient, domain, orcpt, notify, next_attempt)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (message_id, rcpt, recipient_domain(rcpt), *params.get(rcpt, (None, None)), now)
+                        (
+                            message.message_id,
+                            rcpt,
+                            recipient_domain(rcpt),
+                            *message.dsn.get(rcpt, (None, None)),
+                            message.now,
+                        )
                         for rcpt in unique
                     ],
                 )
-        return bool(inserted)
+        return inserted
 
     def _file_complete(self, message_id: str, size: int) -> bool:
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from postkontor.queue.store import QueueEntry, QueueError, QueueRecipient, QueueStore
+from postkontor.queue.store import NewMessage, QueueEntry, QueueError, QueueRecipient, QueueStore
 
 DATA = b"From: a@example.test\r\nSubject: out\r\n\r\nbody\r\n"
 
@@ -67,6 +67,27 @@ def test_survives_reopen(tmp_path: Path) -> None:
     assert not reopened.enqueue("ID1", "a@example.test", ["x@remote.test"], DATA, now=7.0)
     assert reopened.message_path("ID2").read_bytes() == b"second"
     reopened.close()
+
+
+def test_enqueue_many_queues_a_batch_and_skips_known_ids(tmp_path: Path) -> None:
+    with QueueStore(tmp_path) as queue:
+        assert queue.enqueue("ID1", "a@example.test", ["x@remote.test"], DATA, now=1.0)
+        batch = [
+            NewMessage("ID1", "a@example.test", ["x@remote.test"], DATA, 2.0),
+            NewMessage("ID2", "b@example.test", ["y@remote.test", "y@remote.test"], DATA, 2.0, ret="hdrs"),
+            NewMessage(
+                "ID3", "", ["z@other.test"], b"bounce", 2.0, dsn={"z@other.test": ("rfc822;z@other.test", None)}
+            ),
+        ]
+        assert queue.enqueue_many(batch) == 2
+        entries = {entry.id: entry for entry in queue.list_entries()}
+        assert sorted(entries) == ["ID1", "ID2", "ID3"]
+        assert entries["ID2"].ret == "HDRS" and [r.recipient for r in entries["ID2"].recipients] == ["y@remote.test"]
+        assert entries["ID3"].recipients[0].orcpt == "rfc822;z@other.test"
+        with pytest.raises(ValueError):
+            queue.enqueue_many([NewMessage("ID4", "a@example.test", ["ok@x.test"], DATA, 3.0),
+                                NewMessage("ID5", "a@example.test", ["bad\r\n@x.test"], DATA, 3.0)])
+        assert not queue.contains("ID4"), "a bad message refuses the whole batch before anything is written"
 
 
 def test_replay_repairs_a_message_file_that_did_not_survive(tmp_path: Path) -> None:
