@@ -13,6 +13,7 @@ crash safe; a shorter copy (written but never synced before the crash) is replac
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import secrets
@@ -79,6 +80,18 @@ def _message_size(entry: os.DirEntry[str]) -> int:
         return entry.stat(follow_symlinks=False).st_size
     except FileNotFoundError:  # expunged or moved between listing and stat
         return 0
+
+
+_tmp_prefix = secrets.token_hex(6)
+_tmp_counter = itertools.count()
+
+
+def _new_tmp_series() -> None:
+    global _tmp_prefix, _tmp_counter
+    _tmp_prefix, _tmp_counter = secrets.token_hex(6), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_tmp_series)
 
 
 def _is_complete(entry: os.DirEntry[str]) -> bool:
@@ -256,8 +269,9 @@ class MaildirStore:
                         pass
 
     def _write_tmp(self, job: _Pending, sync: bool) -> None:
-        # A random suffix: a stale file of a crashed attempt is never reused; clean_tmp removes it later.
-        tmp = job.directory / "tmp" / f"{job.name}.{secrets.token_hex(6)}"
+        # A suffix no earlier process used: a stale file of a crashed attempt is never reused (clean_tmp removes
+        # it later). Random per process, then counted: no getrandom() call per message.
+        tmp = job.directory / "tmp" / f"{job.name}.{_tmp_prefix}{next(_tmp_counter):x}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             self._ensure_dir(job.directory, folder=job.directory.name.startswith("."))
