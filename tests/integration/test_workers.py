@@ -85,7 +85,15 @@ def test_a_dead_worker_is_replaced_and_its_connections_are_forgotten(two_workers
     supervisor = two_workers.process.pid
     victim = _children(supervisor)[0]
     os.kill(victim, signal.SIGKILL)
-    _wait_for(lambda: len(_children(supervisor)) == 2 and victim not in _children(supervisor))
+    def replaced() -> bool:
+        now = _children(supervisor)  # one snapshot: the victim is reaped before its replacement is forked
+        return len(now) == 2 and victim not in now
+
+    _wait_for(replaced)
+    replacement = set(_children(supervisor))
+    time.sleep(2.0)  # a replacement that fails to start would be replaced again (and again) meanwhile
+    assert set(_children(supervisor)) == replacement, "the replacement worker must keep running"
+    assert not any("failed" in line or "keep failing" in line for line in two_workers.output)
     for n in range(4):
         _send(two_workers, f"after-crash-{n}")
     two_workers.find("after-crash-", expect=4)

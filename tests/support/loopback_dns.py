@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 from collections.abc import Iterator
 
@@ -36,12 +37,24 @@ class ZoneResolver(BaseResolver):  # type: ignore[misc]
 @contextlib.contextmanager
 def dns_server(records: dict[tuple[str, str], list[str]], servfail: set[str] | None = None) -> Iterator[str]:
     """Run a UDP+TCP DNS server on 127.0.0.1:<free port>; yields "127.0.0.1:PORT"."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     resolver = ZoneResolver(records, servfail or set())
     quiet = DNSLogger(logf=lambda _: None)
-    servers = [DNSServer(resolver, address="127.0.0.1", port=port, tcp=tcp, logger=quiet) for tcp in (False, True)]
+    servers: list[DNSServer] = []
+    # A port free for UDP may be taken for TCP (e.g. as the local port of a test's own connection): try again.
+    for _attempt in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        udp = DNSServer(resolver, address="127.0.0.1", port=port, tcp=False, logger=quiet)
+        try:
+            servers = [udp, DNSServer(resolver, address="127.0.0.1", port=port, tcp=True, logger=quiet)]
+            break
+        except OSError as exc:
+            udp.server.server_close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    else:
+        raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
     for server in servers:
         server.start_thread()
     try:

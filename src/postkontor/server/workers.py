@@ -144,7 +144,8 @@ class Supervisor:
             code = 1
             try:
                 _die_with_parent(parent)
-                os.close(self._ready_read)
+                if self._ready_read >= 0:  # a worker started again later finds it closed already
+                    os.close(self._ready_read)
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, signal.SIG_DFL)
                 code = self._worker_main(index, self._report_ready)
@@ -175,6 +176,7 @@ class Supervisor:
             self._reap_all()
             return 1
         os.close(self._ready_read)
+        self._ready_read = -1
         if on_ready is not None:
             on_ready()
         return self._supervise()
