@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+import files
 import procstat
 
 DEV_MARKER = ".postkontor-dev"
@@ -29,14 +30,6 @@ DEV_MARKER = ".postkontor-dev"
 
 class PostkontorError(RuntimeError):
     pass
-
-
-def _count_files(directory: Path) -> int:
-    try:
-        with os.scandir(directory) as entries:
-            return sum(1 for _ in entries)
-    except FileNotFoundError:
-        return 0
 
 
 def _set_keys(text: str, table: str, values: Mapping[str, int | str]) -> str:
@@ -238,7 +231,7 @@ class PostkontorInstance:
         return None
 
     def maildir_count(self) -> int:
-        return _count_files(self.maildir / "new")
+        return files.count_files(self.maildir / "new")
 
     def wait_delivered(self, count: int, timeout: float, poll: float = 0.01) -> int:
         deadline = time.monotonic() + timeout
@@ -254,13 +247,7 @@ class PostkontorInstance:
 
     def reset(self) -> None:
         """Empties the demo Maildir (a Maildir reader may delete at any time, so this is safe while running)."""
-        for sub in ("new", "cur", "tmp"):
-            try:
-                with os.scandir(self.maildir / sub) as entries:
-                    for entry in entries:
-                        os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
+        files.empty_maildir(self.maildir)
 
     def queued_messages(self) -> int:
         """Messages in the outbound queue, from its SQLite database opened read-only (WAL allows that)."""
@@ -281,14 +268,7 @@ class PostkontorInstance:
             time.sleep(poll)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            with open(self.log_file, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - 200 * lines))
-                text = handle.read().decode(errors="replace")
-        except FileNotFoundError:
-            return "(no server.log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return files.log_tail(self.log_file, lines, "(no server.log)")
 
     def log_problems(self, limit: int = 20) -> list[str]:
         """WARNING/ERROR/CRITICAL lines and tracebacks logged since the last start."""

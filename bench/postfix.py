@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import Literal
 
 # bench/ is a scripts directory: run as a script (or imported by a sibling script), it is already on sys.path.
+import files
 import procstat
 
 Mode = Literal["local", "relay"]
@@ -159,14 +160,6 @@ def _wait_gone(processes: dict[int, int | None], timeout: float) -> dict[int, in
         time.sleep(0.05)
         remaining = {pid: started for pid, started in remaining.items() if alive(pid, started)}
     return remaining
-
-
-def _count_files(directory: Path) -> int:
-    try:
-        with os.scandir(directory) as entries:
-            return sum(1 for _ in entries)
-    except FileNotFoundError:
-        return 0
 
 
 class PostfixInstance:
@@ -440,7 +433,7 @@ class PostfixInstance:
 
     def maildir_count(self) -> int:
         """Messages delivered into the Maildir's new/ (local mode)."""
-        return _count_files(self.maildir / "new")
+        return files.count_files(self.maildir / "new")
 
     def wait_delivered(self, count: int, timeout: float, poll: float = 0.01) -> int:
         """Polls until at least `count` messages are in new/; returns the number seen. TimeoutError otherwise."""
@@ -460,7 +453,7 @@ class PostfixInstance:
         """Queue files per queue; deferred (and hold) are hashed one level deep, hence the walk."""
         counts: dict[str, int] = {}
         for queue in _QUEUES:
-            counts[queue] = sum(len(files) for _, _, files in os.walk(self.queue_dir / queue))
+            counts[queue] = sum(len(names) for _, _, names in os.walk(self.queue_dir / queue))
         return counts
 
     def queue_empty(self) -> bool:
@@ -476,23 +469,10 @@ class PostfixInstance:
 
     def reset(self) -> None:
         """Empties the Maildir between runs (the directories themselves stay, with their ownership)."""
-        for sub in ("new", "cur", "tmp"):
-            try:
-                with os.scandir(self.maildir / sub) as entries:
-                    for entry in entries:
-                        os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
+        files.empty_maildir(self.maildir)
 
     def maillog_tail(self, lines: int = 30) -> str:
-        try:
-            with open(self.maillog, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - 200 * lines))
-                text = handle.read().decode(errors="replace")
-        except FileNotFoundError:
-            return "(no maillog yet)"
-        return "\n".join(text.splitlines()[-lines:])
+        return files.log_tail(self.maillog, lines, "(no maillog yet)")
 
     def status_counts(self) -> dict[str, int]:
         """Delivery outcomes logged so far (status=sent/deferred/bounced ...), read from the maillog."""
