@@ -167,17 +167,18 @@ class Spool:
         if segment in self._sealed and self._outstanding[segment] == 0 and segment not in self._failed:
             self._sealed.discard(segment)
             del self._outstanding[segment]
-            self._release_pool.submit(self._release, segment)
+            self._release_pool.submit(self._release, [segment])
 
-    def _release(self, segment: int) -> None:
-        """Drop a fully materialised segment, once what was materialised from it is durable (release thread)."""
+    def _release(self, segments: list[int]) -> None:
+        """Drop fully materialised segments, once what was materialised from them is durable (a worker thread)."""
         try:
             self._sync_stores()
         except OSError as exc:
-            # Keep the segment: the next start-up replays it, and replay is idempotent.
-            log.error("could not sync the mail stores, spool segment %d kept: %s", segment, exc)
+            # Keep the segments: the next start-up replays them, and replay is idempotent.
+            log.error("could not sync the mail stores, spool segment(s) %s kept: %s", segments, exc)
             return
-        self._journal.remove_segment(segment)
+        for segment in segments:
+            self._journal.remove_segment(segment)
 
     async def drain(self) -> None:
         """Wait until everything accepted so far has been materialised."""
@@ -205,15 +206,6 @@ class Spool:
         if current and self._outstanding.get(current, 0) == 0 and current not in self._failed:
             done.append(current)
         if done:
-            await loop.run_in_executor(self._writer_pool, self._release_all, done)
+            await loop.run_in_executor(self._writer_pool, self._release, done)
         self._writer_pool.shutdown(wait=True)
         self._delivery_pool.shutdown(wait=True)
-
-    def _release_all(self, segments: list[int]) -> None:
-        try:
-            self._sync_stores()
-        except OSError as exc:
-            log.error("could not sync the mail stores, spool kept for replay: %s", exc)
-            return
-        for segment in segments:
-            self._journal.remove_segment(segment)
