@@ -8,12 +8,10 @@ import uuid
 
 import pytest
 from pkharness import DEMO, DevServer, Wire
-
-FAKE_ENDINGS = [b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r",
-                b"\r\n\x00.\r\n", b"\r\r\n.\r\r\n"]
+from smuggling import FAKE_ENDING_IDS, FAKE_ENDINGS
 
 
-@pytest.mark.parametrize("ending", FAKE_ENDINGS, ids=[e.hex() for e in FAKE_ENDINGS])
+@pytest.mark.parametrize("ending", FAKE_ENDINGS, ids=FAKE_ENDING_IDS)
 def test_rfc5321_s2_3_8_only_crlf_dot_crlf_ends_data(server: DevServer, ending: bytes) -> None:
     """A fake end-of-data followed by a smuggled transaction never yields a second message."""
     marker = f"smuggle-{uuid.uuid4()}"

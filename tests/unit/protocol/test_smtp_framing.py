@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from smuggling import FAKE_ENDING_IDS, FAKE_ENDINGS
 
 from postkontor.protocol.smtp.framing import (
     DataReader,
@@ -131,22 +132,7 @@ def test_rfc5321_s4_5_2_unstuffing() -> None:
     assert unstuff(b"..a\r\nb\r\n") == b".a\r\nb\r\n"
 
 
-@pytest.mark.parametrize(
-    "ending",
-    [
-        b"\n.\n",
-        b"\r.\r",
-        b"\r.\n",
-        b"\n.\r",
-        b"\n.\r\n",
-        b"\r\n.\n",
-        b"\r.\r\n",
-        b"\r\n.\r",
-        b"\r\n\x00.\r\n",
-        b"\r\r\n.\r\r\n",
-    ],
-    ids=lambda e: e.hex(),
-)
+@pytest.mark.parametrize("ending", FAKE_ENDINGS, ids=FAKE_ENDING_IDS)
 def test_rfc5321_s2_3_8_fake_terminators_do_not_end_data(ending: bytes) -> None:
     """SECURITY-CASES 1-2 (SMTP smuggling): nothing but CRLF.CRLF ends DATA; the whole message is refused."""
     smuggled = b"MAIL FROM:<e@x>\r\nRCPT TO:<v@y>\r\nDATA\r\nevil\r\n"

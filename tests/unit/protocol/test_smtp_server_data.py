@@ -7,21 +7,9 @@ import dataclasses
 
 import pytest
 from smtp_session_harness import SETTINGS, Session, default_policy
+from smuggling import FAKE_ENDING_IDS, FAKE_ENDINGS
 
 from postkontor.protocol.smtp import Event, MessageReceived, Reply, dot_stuff
-
-FAKE_ENDINGS = [
-    b"\n.\n",
-    b"\r.\r",
-    b"\r.\n",
-    b"\n.\r",
-    b"\n.\r\n",
-    b"\r\n.\n",
-    b"\r.\r\n",
-    b"\r\n.\r",
-    b"\r\n\x00.\r\n",
-    b"\r\r\n.\r\r\n",
-]
 
 
 def _in_data(settings: object = SETTINGS) -> Session:
@@ -78,7 +66,7 @@ def test_rfc2920_commands_after_end_of_data_are_processed() -> None:
     assert session.codes(b"x\r\n.\r\nQUIT\r\n") == [(250, "2.0.0"), (221, "2.0.0")]
 
 
-@pytest.mark.parametrize("ending", FAKE_ENDINGS, ids=[e.hex() for e in FAKE_ENDINGS])
+@pytest.mark.parametrize("ending", FAKE_ENDINGS, ids=FAKE_ENDING_IDS)
 def test_rfc5321_s2_3_8_smuggling_fake_endings(ending: bytes) -> None:
     """SECURITY-CASES 1-2: no fake end of data ends DATA, and the message is refused as a whole."""
     session = _in_data()
