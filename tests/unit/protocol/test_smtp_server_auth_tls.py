@@ -26,6 +26,16 @@ def _b64(text: str) -> str:
 def _tls_submission() -> Session:
     return Session(SUBMISSION, tls_active=True).ready()
 
+def _reply_after(settings: object, tls: bool, setup: list[str], line: str) -> tuple[int, str | None]:
+    """(code, enhanced code) of the reply to `line` after the `setup` commands."""
+    assert isinstance(settings, type(SETTINGS))
+    session = Session(settings, tls_active=tls)
+    for command in setup:
+        session.command(command)
+    reply = session.command(line)
+    return reply.code, reply.enhanced
+
+
 
 def test_rfc4954_s4_plain_with_initial_response() -> None:
     session = _tls_submission()
@@ -144,12 +154,7 @@ def test_rfc4954_s4_response_line_of_12288_octets_ok_12289_too_long() -> None:
 def test_rfc4954_s4_auth_refusals(
     settings: object, tls: bool, setup: list[str], line: str, expected: tuple[int, str]
 ) -> None:
-    assert isinstance(settings, type(SETTINGS))
-    session = Session(settings, tls_active=tls)
-    for command in setup:
-        session.command(command)
-    reply = session.command(line)
-    assert (reply.code, reply.enhanced) == expected
+    assert _reply_after(settings, tls, setup, line) == expected
 
 
 def test_rfc4954_after_auth_no_auth_or_starttls_advertised() -> None:
@@ -214,9 +219,4 @@ def test_rfc3207_s5_injected_commands_after_starttls_are_discarded() -> None:
 def test_rfc3207_s4_starttls_refusals(
     settings: object, tls: bool, setup: list[str], line: str, expected: tuple[int, str]
 ) -> None:
-    assert isinstance(settings, type(SETTINGS))
-    session = Session(settings, tls_active=tls)
-    for command in setup:
-        session.command(command)
-    reply = session.command(line)
-    assert (reply.code, reply.enhanced) == expected
+    assert _reply_after(settings, tls, setup, line) == expected
