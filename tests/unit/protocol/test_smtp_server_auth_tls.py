@@ -26,6 +26,7 @@ def _b64(text: str) -> str:
 def _tls_submission() -> Session:
     return Session(SUBMISSION, tls_active=True).ready()
 
+
 def _reply_after(settings: object, tls: bool, setup: list[str], line: str) -> tuple[int, str | None]:
     """(code, enhanced code) of the reply to `line` after the `setup` commands."""
     assert isinstance(settings, type(SETTINGS))
@@ -34,7 +35,6 @@ def _reply_after(settings: object, tls: bool, setup: list[str], line: str) -> tu
         session.command(command)
     reply = session.command(line)
     return reply.code, reply.enhanced
-
 
 
 def test_rfc4954_s4_plain_with_initial_response() -> None:
