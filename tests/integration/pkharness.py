@@ -26,6 +26,9 @@ DEMO = f"demo@{DOMAIN}"
 DEMO_PASSWORD = "demo"
 
 
+PORT_OFFSETS = (25, 465, 587, 143, 993, 110, 995)  # what `postkontor dev` adds to its port base
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -39,7 +42,7 @@ def _port_free(port: int) -> bool:
 def free_port_base() -> int:
     for _ in range(200):
         base = random.randrange(20000, 60000, 1000)
-        if all(_port_free(base + offset) for offset in (25, 465, 587)):
+        if all(_port_free(base + offset) for offset in PORT_OFFSETS):
             return base
     raise RuntimeError("no free port base found")
 
@@ -74,14 +77,43 @@ class DevServer:
         return self.port_base + 465
 
     @property
+    def imap(self) -> int:
+        return self.port_base + 143
+
+    @property
+    def imaps(self) -> int:
+        return self.port_base + 993
+
+    @property
+    def pop3(self) -> int:
+        return self.port_base + 110
+
+    @property
+    def pop3s(self) -> int:
+        return self.port_base + 995
+
+    @property
     def cert(self) -> Path:
         return self.data / "tls" / "cert.pem"
 
     def start(self, *extra: str, timeout: float = 60.0) -> None:
         self.output = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "postkontor", "--data", str(self.data), "dev",
-             "--port-base", str(self.port_base), "--listen", HOST, "--domain", DOMAIN, *extra],
+            [
+                sys.executable,
+                "-m",
+                "postkontor",
+                "--data",
+                str(self.data),
+                "dev",
+                "--port-base",
+                str(self.port_base),
+                "--listen",
+                HOST,
+                "--domain",
+                DOMAIN,
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -28,6 +28,10 @@ DEFAULT_LISTENERS = (
     ListenerConfig(ListenerKind.MX, "0.0.0.0", 25),
     ListenerConfig(ListenerKind.SUBMISSION, "0.0.0.0", 587),
     ListenerConfig(ListenerKind.SUBMISSIONS, "0.0.0.0", 465),
+    ListenerConfig(ListenerKind.IMAP, "0.0.0.0", 143),
+    ListenerConfig(ListenerKind.IMAPS, "0.0.0.0", 993),
+    ListenerConfig(ListenerKind.POP3, "0.0.0.0", 110),
+    ListenerConfig(ListenerKind.POP3S, "0.0.0.0", 995),
 )
 
 

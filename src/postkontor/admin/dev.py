@@ -25,7 +25,15 @@ DEMO_PASSWORD = "demo"
 # Marks a directory `dev` made: `dev` rewrites the configuration on every run, which must never happen to a
 # production directory someone points it at by mistake.
 DEV_MARKER = ".postkontor-dev"
-PORT_OFFSETS = {ListenerKind.MX: 25, ListenerKind.SUBMISSION: 587, ListenerKind.SUBMISSIONS: 465}
+PORT_OFFSETS = {
+    ListenerKind.MX: 25,
+    ListenerKind.SUBMISSION: 587,
+    ListenerKind.SUBMISSIONS: 465,
+    ListenerKind.IMAP: 143,
+    ListenerKind.IMAPS: 993,
+    ListenerKind.POP3: 110,
+    ListenerKind.POP3S: 995,
+}
 
 
 def dev_listeners(listen: str, port_base: int) -> list[ListenerConfig]:

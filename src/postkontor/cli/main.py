@@ -158,6 +158,10 @@ _NOTES = {
     ListenerKind.MX: "(STARTTLS)",
     ListenerKind.SUBMISSION: "(STARTTLS, then AUTH)",
     ListenerKind.SUBMISSIONS: "(implicit TLS, then AUTH)",
+    ListenerKind.IMAP: "(STARTTLS, then LOGIN)",
+    ListenerKind.IMAPS: "(implicit TLS)",
+    ListenerKind.POP3: "(STLS, then USER/PASS)",
+    ListenerKind.POP3S: "(implicit TLS)",
 }
 
 

@@ -298,7 +298,7 @@ def _listener(reader: _Reader, entry: object, here: _KeyPath, tls: TLSConfig | N
         raise reader.error((*here, "kind"), f"expected one of {', '.join(kinds)}, got {_show(kind_text)}")
     kind = ListenerKind(kind_text)
     if kind is not ListenerKind.MX and tls is None:
-        why = "AUTH is only offered over TLS"
+        why = "passwords are only accepted over TLS"
         raise reader.error((*here, "kind"), f"{kind.value} needs a [tls] table ({why})")
     address_text = reader.string(required("address"), (*here, "address"))
     try:
@@ -432,6 +432,8 @@ _EXPLAIN: dict[str, str] = {
     "data": "seconds to wait for message data after DATA (RFC 5321 asks for at least 10 minutes)",
     "tls_handshake": "seconds a TLS handshake may take",
     "shutdown_grace": "seconds a session still sending a message may finish after SIGTERM",
+    "imap_idle": "seconds an IMAP client may stay silent (RFC 9051: at least 30 minutes)",
+    "pop3_idle": "seconds a POP3 client may stay silent (RFC 1939: at least 10 minutes)",
     "subaddress_separator": 'user+tag@domain goes to user@domain; one of "+", "-", "_", "=", or "" for off',
     "max_alias_depth": "alias hops followed before a loop is assumed (1 to 100)",
 }
@@ -458,6 +460,10 @@ _LISTENER_NOTES = {
     ListenerKind.MX: "mail from the world for our domains; STARTTLS offered, no AUTH",
     ListenerKind.SUBMISSION: "your users' clients: STARTTLS, then AUTH",
     ListenerKind.SUBMISSIONS: "your users' clients: TLS from the first byte, then AUTH",
+    ListenerKind.IMAP: "reading mail over IMAP: STARTTLS, then LOGIN",
+    ListenerKind.IMAPS: "reading mail over IMAP: TLS from the first byte",
+    ListenerKind.POP3: "reading mail over POP3: STLS, then USER/PASS",
+    ListenerKind.POP3S: "reading mail over POP3: TLS from the first byte",
 }
 
 
@@ -511,7 +517,8 @@ def render_config(
     out += tls_lines if tls else [f"#{line}" for line in tls_lines]
     out += [
         "",
-        '# One [[listener]] per port. kind = "mx" (port 25), "submission" (587) or "submissions" (465);',
+        '# One [[listener]] per port. kind = "mx" (port 25), "submission" (587), "submissions" (465),',
+        '# "imap" (143), "imaps" (993), "pop3" (110) or "pop3s" (995);',
         '# address = the IP address to bind ("0.0.0.0": all IPv4, "::": all IPv6);',
         "# name = an optional label for logs.",
     ]

@@ -19,6 +19,31 @@ class ListenerKind(enum.StrEnum):
     MX = "mx"  # port 25: mail for local domains from anyone, STARTTLS offered, no AUTH (RFC 5321)
     SUBMISSION = "submission"  # port 587: STARTTLS then AUTH required (RFC 6409)
     SUBMISSIONS = "submissions"  # port 465: implicit TLS then AUTH required (RFC 8314)
+    IMAP = "imap"  # port 143: STARTTLS, then LOGIN/AUTHENTICATE (RFC 9051)
+    IMAPS = "imaps"  # port 993: implicit TLS (RFC 8314)
+    POP3 = "pop3"  # port 110: STLS, then USER/PASS or AUTH (RFC 1939, RFC 2595)
+    POP3S = "pop3s"  # port 995: implicit TLS (RFC 8314)
+
+    @property
+    def protocol(self) -> str:
+        """"smtp", "imap" or "pop3": which server speaks on this port."""
+        return _PROTOCOLS[self]
+
+    @property
+    def implicit_tls(self) -> bool:
+        """TLS from the first byte (RFC 8314) rather than STARTTLS/STLS."""
+        return self in (ListenerKind.SUBMISSIONS, ListenerKind.IMAPS, ListenerKind.POP3S)
+
+
+_PROTOCOLS = {
+    ListenerKind.MX: "smtp",
+    ListenerKind.SUBMISSION: "smtp",
+    ListenerKind.SUBMISSIONS: "smtp",
+    ListenerKind.IMAP: "imap",
+    ListenerKind.IMAPS: "imap",
+    ListenerKind.POP3: "pop3",
+    ListenerKind.POP3S: "pop3",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +85,8 @@ class TimeoutsConfig:
     data: float = 600.0
     tls_handshake: float = 30.0
     shutdown_grace: float = 30.0  # how long a session in DATA may finish after SIGTERM
+    imap_idle: float = 1800.0  # RFC 9051 §5.4: an inactivity timer of at least 30 minutes
+    pop3_idle: float = 600.0  # RFC 1939 §3: at least 10 minutes
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from postkontor.auth.passwords import PasswordHasher
 from postkontor.config.model import Config, ListenerConfig
@@ -27,6 +27,9 @@ from postkontor.dns.resolver import MailResolver
 from postkontor.queue.runner import QueueRunner
 from postkontor.queue.store import QueueStore
 from postkontor.server.accept import Acceptor
+from postkontor.server.imap.connection import IMAPConnection
+from postkontor.server.mailboxes import MailboxHub
+from postkontor.server.pop3 import POP3Connection
 from postkontor.server.session import Services, ascii_domain, new_spool_id
 from postkontor.server.smtp import SMTPConnection, engine_settings
 from postkontor.server.tls import server_context
@@ -46,6 +49,14 @@ def _postmaster_domain(config: Config, domains: list[str]) -> str:
         if host == domain or host.endswith("." + domain):
             return domain
     return domains[0] if domains else host
+
+
+class ServedConnection(Protocol):
+    """What the server counts and stops: an SMTP, IMAP or POP3 connection."""
+
+    client_ip: str
+
+    def close_for_shutdown(self, force: bool) -> None: ...
 
 
 class MailServer:
@@ -70,7 +81,8 @@ class MailServer:
         self._hasher = hasher or PasswordHasher()
         self._acceptors: list[Acceptor] = []
         self._own_sockets = False
-        self._connections: set[SMTPConnection] = set()
+        self._connections: set[ServedConnection] = set()
+        self._hub: MailboxHub | None = None
         self._all_gone = asyncio.Event()
         self._queue: QueueStore | None = None
         self._accounts: SQLiteAccountStore | None = None
@@ -125,11 +137,8 @@ class MailServer:
             self._own_sockets = True
         sockets = self._sockets
         for listener in config.listeners:
-            settings = engine_settings(self, listener)
-            implicit_tls = self.tls_context if listener.kind.value == "submissions" else None
-
-            def factory(listener: object = listener, settings: object = settings) -> SMTPConnection:
-                return SMTPConnection(self, listener, settings)  # type: ignore[arg-type]
+            implicit_tls = self.tls_context if listener.kind.implicit_tls else None
+            factory = self._connection_factory(listener, maildir)
 
             acceptor = Acceptor(
                 sockets[listener],
@@ -141,6 +150,18 @@ class MailServer:
             acceptor.start()
             self._acceptors.append(acceptor)
             log.info("listening on %s", listener.label)
+
+    def _connection_factory(self, listener: ListenerConfig, maildir: MaildirStore) -> Callable[[], asyncio.Protocol]:
+        protocol = listener.kind.protocol
+        if protocol == "smtp":
+            settings = engine_settings(self, listener)
+            return lambda: SMTPConnection(self, listener, settings)
+        if self._hub is None:
+            self._hub = MailboxHub(maildir, self.config.hostname)
+        hub = self._hub
+        if protocol == "imap":
+            return lambda: IMAPConnection(self, hub, listener)
+        return lambda: POP3Connection(self, hub, listener)
 
     def _busier_than_others(self) -> bool:
         fewest = self._shared.connections.fewest_elsewhere(self.worker)
@@ -206,7 +227,7 @@ class MailServer:
         await self.services.spool.accept(message)
 
     # --- connection accounting ----------------------------------------------------------------------------------
-    def admit(self, connection: SMTPConnection) -> bool:
+    def admit(self, connection: ServedConnection) -> bool:
         if self.stopping:
             return False
         refused = self._shared.connections.admit(connection.client_ip, self.worker)
@@ -218,10 +239,10 @@ class MailServer:
         self._all_gone.clear()
         return True
 
-    def release(self, connection: SMTPConnection) -> None:
+    def release(self, connection: ServedConnection) -> None:
         self._shared.connections.release(connection.client_ip, self.worker)
 
-    def forget(self, connection: SMTPConnection) -> None:
+    def forget(self, connection: ServedConnection) -> None:
         self._connections.discard(connection)
         if not self._connections:
             self._all_gone.set()
@@ -243,6 +264,8 @@ class MailServer:
         for connection in list(self._connections):
             connection.close_for_shutdown(force=True)
         await asyncio.sleep(0)
+        if self._hub is not None:
+            await self._hub.close()
         if self._runner is not None:
             asyncio.get_running_loop().remove_reader(self._shared.queue_wake_receive)
             await self._runner.stop()

@@ -21,6 +21,7 @@ from postkontor.message.address import Address
 from postkontor.message.trace import TraceInfo, count_received, received_header, with_protocol
 from postkontor.policy.throttle import FailureThrottle
 from postkontor.protocol.smtp import AuthRequest, MailFrom, MailParams, MessageReceived, RcptTo, Reply
+from postkontor.server.login import LoginResult, check_password
 from postkontor.spool.journal import LocalTarget, RemoteTarget, SpoolMessage
 from postkontor.spool.spool import Spool, SpoolError
 from postkontor.store.accounts import AccountStore, Mailbox, Resolution
@@ -220,17 +221,7 @@ class SessionPolicy:
 
     # --- AUTH -------------------------------------------------------------------------------------------------
     async def authenticate(self, event: AuthRequest) -> Reply:
-        services = self.services
-        user = event.authcid.strip().lower()
-        now = time.monotonic()
-        if services.ip_throttle.blocked(self.client_ip, now) or services.account_throttle.blocked(user, now):
-            return AUTH_THROTTLED
-        stored = services.accounts.password_hash(user)
-        async with services.password_slots:
-            ok = await asyncio.get_running_loop().run_in_executor(None, services.hasher.verify, stored, event.password)
-        if ok and stored is not None:
+        result = await check_password(self.services, event.authcid, event.password, self.client_ip, "SMTP")
+        if result is LoginResult.OK:
             return AUTH_OK
-        services.ip_throttle.record(self.client_ip, now)
-        services.account_throttle.record(user, now)
-        log.warning("authentication failed for %r from %s", user, self.client_ip)
-        return AUTH_FAILED
+        return AUTH_THROTTLED if result is LoginResult.THROTTLED else AUTH_FAILED

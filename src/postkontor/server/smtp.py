@@ -48,7 +48,7 @@ def engine_settings(server: MailServer, listener: ListenerConfig) -> ServerSetti
         max_message_size=config.limits.max_message_size,
         max_recipients=config.limits.max_recipients,
         max_errors=config.limits.max_errors,
-        starttls=server.tls_context is not None and listener.kind is not ListenerKind.SUBMISSIONS,
+        starttls=server.tls_context is not None and not listener.kind.implicit_tls,
         auth_mechanisms=("PLAIN", "LOGIN") if submission else (),
         auth_requires_tls=True,
         auth_required=submission,
@@ -94,7 +94,7 @@ class SMTPConnection(asyncio.Protocol):
             self.transport.close()
             return
         self._counted = True
-        tls_active = self.listener.kind is ListenerKind.SUBMISSIONS
+        tls_active = self.listener.kind.implicit_tls
         if tls_active:
             self.tls_info = describe(transport.get_extra_info("ssl_object"))
         self.engine = SMTPServerConnection(self.settings, tls_active=tls_active)

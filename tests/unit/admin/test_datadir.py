@@ -25,6 +25,10 @@ def test_init_creates_a_complete_private_directory(tmp_path: Path) -> None:
         (ListenerKind.MX, "0.0.0.0", 25),
         (ListenerKind.SUBMISSION, "0.0.0.0", 587),
         (ListenerKind.SUBMISSIONS, "0.0.0.0", 465),
+        (ListenerKind.IMAP, "0.0.0.0", 143),
+        (ListenerKind.IMAPS, "0.0.0.0", 993),
+        (ListenerKind.POP3, "0.0.0.0", 110),
+        (ListenerKind.POP3S, "0.0.0.0", 995),
     ]
     assert config.tls is not None and config.tls.cert.exists() and config.tls.key.exists()
     for name in ("tls", "mail", "spool", "queue"):
@@ -114,6 +118,10 @@ def test_prepare_dev_first_run_and_reruns(tmp_path: Path) -> None:
         (ListenerKind.MX, 20025),
         (ListenerKind.SUBMISSION, 20587),
         (ListenerKind.SUBMISSIONS, 20465),
+        (ListenerKind.IMAP, 20143),
+        (ListenerKind.IMAPS, 20993),
+        (ListenerKind.POP3, 20110),
+        (ListenerKind.POP3S, 20995),
     ]
     assert config.tls is not None and config.tls.cert == data / "tls" / "cert.pem"
     cert = config.tls.cert.read_bytes()
@@ -129,6 +137,10 @@ def test_prepare_dev_first_run_and_reruns(tmp_path: Path) -> None:
         ("::1", 25),
         ("::1", 587),
         ("::1", 465),
+        ("::1", 143),
+        ("::1", 993),
+        ("::1", 110),
+        ("::1", 995),
     ]
     assert config.dns_servers == ("127.0.0.1:5353",)
     assert config.hostname == "mail.second.test"
