@@ -129,3 +129,30 @@ def test_pipelined_after_stls_is_discarded(server: DevServer) -> None:
             assert line.startswith((b"-ERR", b"+OK")), line
             sock.sendall(b"PASS demo\r\n")
             assert tls_reader.readline().startswith(b"-ERR"), "USER from before TLS must be forgotten"
+
+
+def test_smtp_in_imap_and_pop3_out_are_the_same_bytes_as_the_maildir_file(server: DevServer) -> None:
+    """One message delivered over SMTP reads back identically over IMAP (BODY.PEEK[]) and POP3 (RETR): exactly
+    the octets of its Maildir file, 8-bit body and dot lines included."""
+    marker = f"same-{uuid.uuid4()}"
+    original = _message(marker).replace(b"last line", "letzte Zeile: Grüße".encode())
+    with smtplib.SMTP(HOST, server.mx, timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.sendmail("someone@remote.test", [DEMO], original, mail_options=["BODY=8BITMIME"])
+    (stored,) = server.find(marker)
+    assert stored.endswith(original)
+    imap = imaplib.IMAP4_SSL(HOST, server.imaps, ssl_context=server.client_tls_context(), timeout=10)
+    try:
+        imap.login(DEMO, DEMO_PASSWORD)
+        imap.select("INBOX", readonly=True)
+        _, found = imap.uid("SEARCH", f'SUBJECT "{marker}"')
+        _, data = imap.uid("FETCH", found[0].decode(), "(BODY.PEEK[])")
+        assert data[0][1] == stored
+    finally:
+        imap.logout()
+    client = _pop3s(server)
+    try:
+        _, retrieved = _find(client, marker)
+        assert retrieved == stored
+    finally:
+        client.quit()

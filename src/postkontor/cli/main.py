@@ -188,6 +188,10 @@ def _cmd_dev(args: argparse.Namespace) -> int:
                 f"  try          swaks --server {_dialable(first.address)} --port {first.port} --tls"
                 f" --auth PLAIN --auth-user {demo} --auth-password {DEMO_PASSWORD} --from {demo} --to {demo}"
             )
+        imaps = [item for item in running.listeners if item.kind is ListenerKind.IMAPS]
+        if imaps:
+            url = f"imaps://{_dialable(imaps[0].address)}:{imaps[0].port}/INBOX;UID=1"
+            print(f"  read         curl -k -u {demo}:{DEMO_PASSWORD} '{url}'")
         print("postkontor dev: ready", flush=True)
 
     return _serve(config, on_ready=banner)
