@@ -84,11 +84,12 @@ class MailIndex(MailboxOps):
     def refresh(self, name: str, *, claim_recent: bool = True) -> MailboxState:
         return self._refresh(normalize(name), claim_recent)
 
-    def changes_since(self, name: str, uidnext: int, modseq: int) -> Changes:
-        """RFC 7162 §3.2.5.2 / §3.2.10: the current state plus what changed after `modseq`."""
+    def changes_since(self, name: str, uidnext: int, modseq: int, *, claim_recent: bool = True) -> Changes:
+        """RFC 7162 §3.2.5.2 / §3.2.10: the current state plus what changed after `modseq`. A read-only (EXAMINE)
+        session passes `claim_recent=False` so it does not take \\Recent from the next SELECT (RFC 3501 §6.3.2)."""
         name = normalize(name)
         with self._lock:
-            state = self._refresh(name, True)
+            state = self._refresh(name, claim_recent)
             box = self._boxes[name]
             args = (box.id, modseq, state.highest_modseq)
             with self._read() as conn:

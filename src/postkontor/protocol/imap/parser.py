@@ -158,10 +158,10 @@ def _create(cur: Cursor, tag: str) -> c.Create:
             cur.sp()
 
             def attr() -> None:
+                # Any syntactically valid attribute parses: RFC 6154 §3 wants NO [USEATTR] for an unknown one,
+                # which the session decides.
                 flag = cur.flag()
-                if flag.upper() not in _USE_ATTRS:
-                    raise cur.fail(f"unknown special-use attribute {flag[:20]}")
-                uses.append(_USE_ATTRS[flag.upper()])
+                uses.append(_USE_ATTRS.get(flag.upper(), flag))
 
             cur.paren_list(attr)
 

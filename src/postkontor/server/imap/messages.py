@@ -105,6 +105,10 @@ class MessageCommands:
                 targets = [(seq, selected.messages.get(message.uid, message)) for seq, message in targets]
                 if not any(isinstance(item, c.FetchAttribute) and item.name == "FLAGS" for item in items):
                     items = (*items, c.FetchAttribute("FLAGS"))  # RFC 9051 §6.4.5: report the new \Seen
+                if selected.condstore and not any(
+                    isinstance(item, c.FetchAttribute) and item.name == "MODSEQ" for item in items
+                ):
+                    items = (*items, c.FetchAttribute("MODSEQ"))  # RFC 7162 §3.1: an implicit \Seen has a modseq
                 session.changed(selected.name)
         renderer = FetchRenderer(index, selected.name, items, condstore=selected.condstore)
         batch: list[Target] = []
@@ -190,7 +194,7 @@ class MessageCommands:
         numbers = [message.uid if command.uid else seq for seq, message in matches]
         options = command.return_options
         if options is not None and "SAVE" in options:
-            self.saved = [message.uid for _, message in matches]
+            self.saved = _saved_uids(options, [message.uid for _, message in matches])
         if options is None and not session.rev2:
             line = "SEARCH" + "".join(f" {number}" for number in numbers)
             if uses_modseq and matches:
@@ -299,7 +303,7 @@ class MessageCommands:
         session = self.session
         session.io.write(b"+ idling\r\n")
         await session.sync()
-        while True:
+        while not session.finished:  # a sync that found the mailbox gone sent BYE: no DONE to wait for
             await session.io.drain()
             line = await session.io.idle_wait()
             if line is None:
@@ -312,6 +316,19 @@ class MessageCommands:
                 return
             session.tagged(command.tag, "BAD", "Expected DONE")
             return
+
+
+def _saved_uids(options: tuple[str, ...], uids: list[int]) -> list[int]:
+    """RFC 5182 §2.4: SAVE with MIN and/or MAX (and neither ALL nor COUNT) saves only those messages."""
+    chosen = set(options)
+    if not uids or not chosen & {"MIN", "MAX"} or chosen & {"ALL", "COUNT"}:
+        return uids
+    kept: set[int] = set()
+    if "MIN" in chosen:
+        kept.add(uids[0])
+    if "MAX" in chosen:
+        kept.add(uids[-1])
+    return sorted(kept)
 
 
 def _uses_modseq(key: c.SearchKey) -> bool:

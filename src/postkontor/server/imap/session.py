@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from postkontor.protocol.imap import commands as c
 from postkontor.protocol.imap.response import encode_mailbox, quoted
-from postkontor.protocol.sasl import Credentials, SASLFailure, encode_challenge, server_mechanism
+from postkontor.protocol.sasl import Credentials, SASLFailure, SASLFailureKind, encode_challenge, server_mechanism
 from postkontor.server.imap.io import SessionIO
 from postkontor.server.imap.listing import list_responses, lsub_responses
 from postkontor.server.imap.messages import MessageCommands
@@ -135,7 +135,13 @@ class IMAPSession:
         if selected is None or index is None:
             return
         try:
-            changes = await self.hub.run(index.changes_since, selected.name, selected.uidnext, selected.highest_modseq)
+            changes = await self.hub.run(
+                index.changes_since,
+                selected.name,
+                selected.uidnext,
+                selected.highest_modseq,
+                claim_recent=not selected.readonly,
+            )
         except MailboxError:
             # The mailbox was deleted or renamed by another session: RFC 9051 §7.1 lets us end the session.
             self.untagged("BYE The selected mailbox no longer exists")
@@ -218,7 +224,12 @@ class IMAPSession:
                 return
             step = mechanism.step_line(line)
         if isinstance(step, SASLFailure):
-            self.tagged(command.tag, "BAD", f"AUTHENTICATE failed: {step.reason}")
+            # RFC 9051 §6.2.2: BAD for a cancelled exchange or invalid base64; a PLAIN message that decodes but
+            # makes no valid credentials is an authentication failure (NO).
+            if step.kind is SASLFailureKind.MALFORMED:
+                self.tagged(command.tag, "NO", f"AUTHENTICATE failed: {step.reason}", "AUTHENTICATIONFAILED")
+            else:
+                self.tagged(command.tag, "BAD", f"AUTHENTICATE failed: {step.reason}")
             return
         if step.authzid and login_name(step.authzid) != login_name(step.authcid):
             self.tagged(command.tag, "NO", "Acting as another user is not allowed", "AUTHORIZATIONFAILED")
@@ -318,6 +329,11 @@ class IMAPSession:
 
     async def _rename(self, command: c.Rename) -> None:
         await self.hub.run(self._index().rename, command.old, command.new)
+        selected, old = self.selected, command.old
+        if selected is not None and old != "INBOX" and (selected.name == old or selected.name.startswith(old + "/")):
+            # As DELETE does: otherwise the next sync finds the old name gone and ends the session with BYE. (A
+            # renamed INBOX stays, emptied: RFC 9051 §6.3.6; the session then learns of the expunges.)
+            self.deselect()
         self.changed(command.old)
         self.tagged(command.tag, "OK", "RENAME completed")
 
@@ -362,7 +378,10 @@ class IMAPSession:
     async def _status_line(self, mailbox: str, items: tuple[str, ...]) -> None:
         values = await self.hub.run(self._index().status, mailbox)
         if "HIGHESTMODSEQ" in items:
+            # RFC 7162 §3.1: a CONDSTORE enabling command; the open mailbox reports MODSEQs from now on too.
             self.condstore = True
+            if self.selected is not None:
+                self.selected.condstore = True
         pairs = " ".join(f"{item} {values.get(item, 0)}" for item in items)
         self.untagged(b"STATUS " + self.mailbox_name(mailbox) + b" (" + pairs.encode() + b")")
 
