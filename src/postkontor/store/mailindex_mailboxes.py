@@ -30,8 +30,11 @@ class MailboxOps(IndexCore):
             rows = conn.execute("SELECT name, special_use FROM mailboxes").fetchall()
             subscribed = {name for (name,) in conn.execute("SELECT name FROM subscriptions")}
         parents = {parent for name, _ in rows for parent in parent_names(name)}
-        rows.sort(key=lambda row: (row[0] != "INBOX", row[0]))
-        return [MailboxInfo(name, use, name in subscribed, name in parents) for name, use in rows]
+        names = {name for name, _ in rows}
+        entries = [MailboxInfo(name, use, name in subscribed, name in parents) for name, use in rows]
+        entries += [MailboxInfo(name, None, True, name in parents, exists=False) for name in subscribed - names]
+        entries.sort(key=lambda entry: (entry.name != "INBOX", entry.name))
+        return entries
 
     def exists(self, name: str) -> bool:
         try:

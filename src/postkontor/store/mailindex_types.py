@@ -27,6 +27,7 @@ class MailboxInfo:
     special_use: str | None
     subscribed: bool
     has_children: bool
+    exists: bool = True  # False: only a subscription outlives the mailbox (RFC 5258 §3.1 \NonExistent)
 
 
 @dataclass(frozen=True, slots=True)

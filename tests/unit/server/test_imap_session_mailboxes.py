@@ -294,11 +294,6 @@ async def test_rfc9208_s4_2_getquota_with_a_quota(world: World) -> None:
     assert (await client('SETQUOTA "" (STORAGE 1)')).lines == ["a7 NO [NOPERM] Quotas are set by the administrator"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/mailindex_mailboxes.py list_mailboxes omits subscriptions whose mailbox is gone (they do outlive "
-    "it), so LIST (SUBSCRIBED) cannot show them with \\NonExistent as RFC 5258 §3.1 requires",
-)
 async def test_rfc5258_s3_1_subscribed_lists_deleted_mailbox_as_nonexistent(world: World) -> None:
     client = await world.logged_in()
     await client("CREATE Gone")

@@ -208,7 +208,12 @@ class IMAPConnection(asyncio.Protocol):
             if self.server.stopping:
                 self.write(b"* BYE Server shutting down\r\n")
                 return
-            await session.execute(command)
+            try:
+                await session.execute(command)
+            except Exception:
+                # A bug or a storage failure in one command must not end the session silently (RFC 5530 §3).
+                log.exception("IMAP %s from %s failed", type(command).__name__.upper(), self.client_ip)
+                self.write(f"{command.tag} NO [SERVERBUG] Internal error, see the server log\r\n".encode())
             if session.starttls_requested:
                 await self.drain()
                 if not await self._start_tls(session):

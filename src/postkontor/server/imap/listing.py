@@ -52,15 +52,19 @@ def list_responses(
             continue
         if subscribed_only and not mailbox.subscribed:
             continue
+        if not mailbox.exists and not subscribed_only:
+            continue  # a subscription without its mailbox shows only in LIST (SUBSCRIBED) and LSUB
         if special_only and mailbox.special_use is None:
             continue
         attributes = ["\\HasChildren" if mailbox.has_children else "\\HasNoChildren"]
+        if not mailbox.exists:
+            attributes = ["\\NonExistent"]
         if show_subscribed and mailbox.subscribed:
             attributes.append("\\Subscribed")
         if mailbox.special_use is not None:
             attributes.append(mailbox.special_use)
         line = b"* LIST (" + " ".join(attributes).encode() + b') "/" ' + encode_mailbox(mailbox.name, utf8) + b"\r\n"
-        out.append((line, mailbox.name))
+        out.append((line, mailbox.name if mailbox.exists else None))
     return out
 
 
@@ -68,5 +72,6 @@ def lsub_responses(command: c.Lsub, mailboxes: list[MailboxInfo], utf8: bool) ->
     out: list[bytes] = []
     for mailbox in mailboxes:
         if mailbox.subscribed and _matches(command.reference, (command.pattern,), mailbox.name):
-            out.append(b'* LSUB () "/" ' + encode_mailbox(mailbox.name, utf8) + b"\r\n")
+            attributes = b"()" if mailbox.exists else b"(\\Noselect)"
+            out.append(b"* LSUB " + attributes + b' "/" ' + encode_mailbox(mailbox.name, utf8) + b"\r\n")
     return out
