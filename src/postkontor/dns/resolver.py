@@ -23,10 +23,15 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 from dns.rdtypes.ANY.MX import MX
+from dns.rdtypes.ANY.PTR import PTR
 from dns.rdtypes.ANY.TXT import TXT
+from dns.rdtypes.IN.A import A
+from dns.rdtypes.IN.AAAA import AAAA
 
 __all__ = [
+    "LOOKUP_TYPES",
     "DNSError",
+    "DNSNameNotFound",
     "DNSPermanentError",
     "DNSTemporaryError",
     "MXResult",
@@ -38,6 +43,8 @@ DEFAULT_PORT: Final = 53
 # dnspython's own per-server default; the whole lookup is bounded by the resolver's `timeout` (its lifetime).
 _PER_SERVER_TIMEOUT: Final = 2.0
 _CACHE_ENTRIES: Final = 10_000
+# The record types `MailResolver.lookup` answers, as the strings callers name them by.
+LOOKUP_TYPES: Final = frozenset({"A", "AAAA", "MX", "PTR", "TXT"})
 
 
 class DNSError(Exception):
@@ -50,6 +57,11 @@ class DNSPermanentError(DNSError):
     """The name does not exist (NXDOMAIN) or has nothing to deliver mail to: RFC 3463 X.1.2, bad destination."""
 
     enhanced = "5.1.2"
+
+
+class DNSNameNotFound(DNSPermanentError):
+    """NXDOMAIN itself (RFC 1035 RCODE 3), as opposed to an invalid name: SPF (RFC 7208 §4.3, §4.6.4) and DMARC
+    (RFC 9091 "np") treat a name that does not exist differently from one that has no records of a type."""
 
 
 class DNSTemporaryError(DNSError):
@@ -137,7 +149,7 @@ class MailResolver:
         try:
             answer = await resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False)
         except dns.resolver.NXDOMAIN as exc:
-            raise DNSPermanentError(f"{label}: no such domain (NXDOMAIN)") from exc
+            raise DNSNameNotFound(f"{label}: no such domain (NXDOMAIN)") from exc
         except dns.resolver.NoNameservers as exc:
             # Every server answered SERVFAIL, REFUSED or garbage: RFC 2308 §7.1, try again later.
             raise DNSTemporaryError(f"{label}: server failure") from exc
@@ -209,3 +221,26 @@ class MailResolver:
         if answer is None:
             return []
         return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer if isinstance(rdata, TXT)]
+
+    async def lookup(self, name: str, rdtype: str) -> list[str]:
+        """The records of one type at `name`, as text, for the authentication checks (SPF, DMARC).
+
+        `rdtype` is one of LOOKUP_TYPES. TXT records come with their character-strings joined (RFC 7208 §3.3),
+        A/AAAA as addresses, MX as exchange names by preference (a null MX's "." is left out), PTR as host names;
+        names are lower case without the final dot. The outcomes SPF's void-lookup limit (RFC 7208 §4.6.4) needs
+        are kept apart: [] is NODATA, DNSNameNotFound is NXDOMAIN, any other DNSPermanentError an impossible
+        name, DNSTemporaryError SERVFAIL or a timeout. Answers come from the same TTL cache as everything else.
+        """
+        if rdtype not in LOOKUP_TYPES:
+            raise ValueError(f"unsupported record type {rdtype!r}")
+        answer = await self._query(_name(name), dns.rdatatype.from_text(rdtype))
+        if answer is None:
+            return []
+        if rdtype == "TXT":
+            return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer if isinstance(rdata, TXT)]
+        if rdtype == "MX":
+            records = sorted((rdata for rdata in answer if isinstance(rdata, MX)), key=lambda rdata: rdata.preference)
+            return [_host(rdata.exchange) for rdata in records if rdata.exchange != dns.name.root]
+        if rdtype == "PTR":
+            return [_host(rdata.target) for rdata in answer if isinstance(rdata, PTR)]
+        return [str(rdata) for rdata in answer if isinstance(rdata, A | AAAA)]
