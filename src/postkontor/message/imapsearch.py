@@ -29,6 +29,11 @@ def _fold(text: str) -> str:
 def header_matches(header: bytes, field: str, needle: str) -> bool:
     """Whether the header (or whole message) has a `field` (upper-case) whose decoded value contains `needle`,
     ignoring case; an empty needle matches any message that has the field (RFC 9051 §6.4.4 HEADER)."""
+    # Plain ASCII on both sides and no encoded words: a needle absent from the raw bytes cannot be in any decoded
+    # value, which rules out most messages of a search with one C-level scan.
+    plain = needle and needle.isascii() and header.isascii() and b"=?" not in header
+    if plain and needle.lower().encode("ascii") not in header.lower():
+        return False
     header_end, _ = split_header(header)
     folded = _fold(needle)
     for _, _, value_start, field_end in iter_named(header, 0, header_end, frozenset({field.upper()})):

@@ -18,6 +18,24 @@ from postkontor.store.mailindex import MailboxError, MailIndex, MessageInfo
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _CACHED = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
 _NEEDS_DATA = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+_HEADER_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+HEADER_CACHE = "header"  # the header block, shared with SEARCH's header keys
+
+
+def _header_only(items: tuple[FetchItem, ...]) -> bool:
+    """Whether every octet the items need is in the message header (what clients fetch to list a mailbox)."""
+    for item in items:
+        if isinstance(item, FetchBinarySize):
+            return False
+        if isinstance(item, FetchBody) and (
+            item.binary or item.section.part or item.section.text not in _HEADER_SECTIONS
+        ):
+            return False
+        if isinstance(item, FetchAttribute) and item.name in ("RFC822", "RFC822.TEXT"):
+            return False
+        if isinstance(item, FetchAttribute) and item.name in ("BODYSTRUCTURE", "BODY"):
+            return False  # needs the parts; cached separately, but a miss needs the whole file
+    return True
 
 
 def internal_date(seconds: float) -> bytes:
@@ -81,6 +99,8 @@ class FetchRenderer:
         self.items = items
         self.condstore = condstore
         self.needs_data = wants_data(items)
+        # Header-only FETCHes (and ENVELOPE misses) are served from the cached header block: no file is opened.
+        self.header_only = _header_only(items)
         self.unknown_cte = False  # a BINARY part had a transfer encoding we cannot undo (RFC 3516 UNKNOWN-CTE)
         self.cached_kinds = sorted(
             {_CACHED[i.name] for i in items if isinstance(i, FetchAttribute) and i.name in _CACHED}
@@ -90,18 +110,26 @@ class FetchRenderer:
         uids = [target.message.uid for target in targets]
         cached = {kind: self.index.cached(self.mailbox, uids, kind) for kind in self.cached_kinds}
         fresh: dict[str, dict[int, bytes]] = {kind: {} for kind in self.cached_kinds}
+        headers: dict[int, bytes] = {}
+        fresh_headers: dict[int, bytes] = {}
+        if self.header_only and (self.needs_data or self.cached_kinds):
+            headers = self.index.cached(self.mailbox, uids, HEADER_CACHE)
         out: list[bytes] = []
         for target in targets:
             message = target.message
             data: bytes | None = None
             structure: mime.Part | None = None
             if self.needs_data or any(message.uid not in cached[kind] for kind in self.cached_kinds):
-                try:
-                    data = self.index.read(self.mailbox, message.uid)
-                except MailboxError:
-                    continue  # expunged meanwhile: RFC 9051 §7.5.1 lets us leave it out
-                except OSError:
-                    continue
+                data = headers.get(message.uid) if self.header_only else None
+                if data is None:
+                    try:
+                        data = self.index.read(self.mailbox, message.uid)
+                    except MailboxError:
+                        continue  # expunged meanwhile: RFC 9051 §7.5.1 lets us leave it out
+                    except OSError:
+                        continue
+                    if self.header_only:
+                        data = fresh_headers[message.uid] = imapview.header_block(data)
             parts: list[bytes] = []
             for item in self.items:
                 if isinstance(item, FetchAttribute):
@@ -152,6 +180,8 @@ class FetchRenderer:
         for kind, values in fresh.items():
             if values:
                 self.index.cache(self.mailbox, values, kind)
+        if fresh_headers:
+            self.index.cache(self.mailbox, fresh_headers, HEADER_CACHE)
         return out
 
     @staticmethod

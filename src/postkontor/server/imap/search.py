@@ -26,7 +26,7 @@ from postkontor.protocol.imap.commands import (
 )
 from postkontor.store.mailindex import MailboxError, MailIndex, MessageInfo
 
-_HEADER_CACHE = "header"
+_HEADER_CACHE = "header"  # the same cache FETCH fills (server.imap.fetch.HEADER_CACHE)
 
 
 def _needs_headers(key: SearchKey) -> bool:
