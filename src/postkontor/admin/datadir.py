@@ -17,10 +17,11 @@ from postkontor.config.loader import (
     valid_hostname,
 )
 from postkontor.config.model import Config, ListenerConfig, ListenerKind
+from postkontor.mailauth.keys import DomainKeys, KeyStore
 from postkontor.store.sqlite_accounts import SQLiteAccountStore, normalize_domain
 
-# Mail, spool and queue hold other people's messages and tls/ holds the private key: owner only.
-PRIVATE_DIRS = ("tls", "mail", "spool", "queue")
+# Mail, spool and queue hold other people's messages, tls/ and dkim/ hold private keys: owner only.
+PRIVATE_DIRS = ("tls", "mail", "spool", "queue", "dkim")
 CERT_FILE = Path("tls") / "cert.pem"
 KEY_FILE = Path("tls") / "key.pem"
 
@@ -103,7 +104,8 @@ def init_data_dir(
     listeners: list[ListenerConfig] | None = None,
     dns: list[str] | None = None,
 ) -> Config:
-    """Create a complete data directory: config, private tree, account DB with `domain`, TLS certificate.
+    """Create a complete data directory: config, private tree, account DB with `domain`, TLS certificate, and
+    the DKIM keys of `domain`.
 
     The configuration file is written last: its presence is what marks a directory as initialised, so an
     interrupted `init` can simply be run again.
@@ -124,8 +126,22 @@ def init_data_dir(
     with open_accounts(config) as accounts:
         if not accounts.is_local_domain(domain):  # left by an interrupted earlier run
             accounts.add_domain(domain)
+    ensure_dkim_keys(config, domain)  # kept if an interrupted earlier run made them
     write_atomically(path, text.encode("utf-8"), mode=0o644)
     return config
+
+
+def ensure_dkim_keys(config: Config, domain: str) -> DomainKeys:
+    """The signing keys of `domain` (normalised), made now if it has none (RFC 6376, RFC 8463: Ed25519 + RSA)."""
+    return KeyStore(config.data_dir).ensure(domain)
+
+
+def add_domain(config: Config, domain: str) -> tuple[str, DomainKeys]:
+    """Make `domain` local and give it DKIM keys; (the normalised name, its keys)."""
+    name = normalize_domain(domain)
+    with open_accounts(config) as accounts:
+        accounts.add_domain(name)
+    return name, ensure_dkim_keys(config, name)
 
 
 def open_accounts(config: Config) -> SQLiteAccountStore:

@@ -13,6 +13,7 @@ from postkontor.admin.datadir import (
     check_settings,
     config_path,
     create_tree,
+    ensure_dkim_keys,
     init_data_dir,
     open_accounts,
 )
@@ -50,8 +51,8 @@ def dev_listeners(listen: str, port_base: int) -> list[ListenerConfig]:
 def prepare_dev(data_dir: Path, *, port_base: int, listen: str, domain: str, dns: str | None) -> Config:
     """Create the dev directory on first use; later runs rewrite its config from the options, keep the rest.
 
-    The user `demo@<domain>` (password `demo`) and `postmaster@<domain>` (an alias for it) are made for every
-    domain `dev` is started with; existing accounts and the certificate are never touched.
+    The user `demo@<domain>` (password `demo`), `postmaster@<domain>` (an alias for it) and the domain's DKIM keys
+    are made for every domain `dev` is started with; existing accounts, keys and the certificate are never touched.
     """
     listeners = dev_listeners(listen, port_base)
     domain = normalize_domain(domain)
@@ -78,6 +79,7 @@ def prepare_dev(data_dir: Path, *, port_base: int, listen: str, domain: str, dns
         _ensure_dev_certificate(data_dir, hostname, listeners)
         config = init_data_dir(data_dir, domain=domain, hostname=hostname, listeners=listeners, dns=servers)
     _ensure_demo_accounts(config, domain)
+    ensure_dkim_keys(config, domain)  # `dev --domain` with a new domain gets keys like `domain add`
     return config
 
 

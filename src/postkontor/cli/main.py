@@ -19,8 +19,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from postkontor.admin.datadir import AdminError, init_data_dir, load_data_dir, open_accounts
+from postkontor.admin.datadir import AdminError, add_domain, init_data_dir, load_data_dir, open_accounts
 from postkontor.admin.dev import DEMO_LOCALPART, DEMO_PASSWORD, prepare_dev
+from postkontor.cli.dns_commands import add_dns_parsers, selector_summary
 from postkontor.cli.queue_commands import add_queue_parser, run_queue_command
 from postkontor.config.loader import ConfigError
 from postkontor.config.model import Config, ListenerConfig, ListenerKind
@@ -122,10 +123,11 @@ def _cmd_init(args: argparse.Namespace) -> int:
     print(f"  accounts     {config.accounts_db}  (domain {domain})")
     print(f"  certificate  {config.tls.cert}  ({certificate})")
     print(f"  listeners    {', '.join(f'{item.kind.value} {_endpoint(item)}' for item in config.listeners)}")
+    print(f"  dkim keys    {selector_summary(config, domain)}")
     print("next steps:")
     print(f"  {cli} user add you@{domain}")
     print(f"  {cli} alias add postmaster@{domain} you@{domain}")
-    print(f"  DNS: {domain} MX 10 {hostname}, and an A/AAAA record for {hostname}")
+    print(f"  {cli} dns {domain}     (every DNS record to publish; then `check {domain}`)")
     print(f"  {cli} serve")
     return 0
 
@@ -198,11 +200,14 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_domain(args: argparse.Namespace) -> int:
-    with open_accounts(load_data_dir(_data_dir(args))) as accounts:
-        if args.action == "add":
-            accounts.add_domain(args.domain)
-            print(f"added domain {normalize_domain(args.domain)}")
-        elif args.action == "remove":
+    config = load_data_dir(_data_dir(args))
+    if args.action == "add":
+        name, _keys = add_domain(config, args.domain)
+        print(f"added domain {name}, DKIM keys {selector_summary(config, name)}")
+        print(f"publish its DNS records: postkontor dns {name}")
+        return 0
+    with open_accounts(config) as accounts:
+        if args.action == "remove":
             accounts.remove_domain(args.domain)
             print(f"removed domain {normalize_domain(args.domain)}")
         else:
@@ -343,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     alias.set_defaults(handler=_cmd_alias)
 
     add_queue_parser(commands, common).set_defaults(handler=_cmd_queue)
+    add_dns_parsers(commands, common, lambda args: load_data_dir(_data_dir(args)))
     return parser
 
 
