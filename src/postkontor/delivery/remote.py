@@ -1,7 +1,8 @@
 """Remote delivery over SMTP: routing by MX (RFC 5321 §5.1, RFC 7505 null MX), the client side of a mail
 transaction (RFC 5321 §3.3, §4.5.3.2 timeouts) with PIPELINING (RFC 2920), CHUNKING (RFC 3030), SIZE (RFC 1870),
-8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), DSN (RFC 3461) and opportunistic STARTTLS (RFC 3207), and a small cache
-of idle connections for the next message to the same host.
+8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), DSN (RFC 3461) and opportunistic STARTTLS (RFC 3207), MTA-STS (RFC 8461:
+destinations with a policy get verified TLS to the MX hosts it names; `delivery.mtasts`), TLS-RPT session counts
+(RFC 8460, `delivery.tlsrpt`), and a small cache of idle connections for the next message to the same host.
 
 The protocol itself is the sans-IO `SMTPClientConnection`; this module owns the sockets, the timeouts and the
 decisions. Whatever goes wrong on the network, in DNS or in the peer's protocol ends as per-recipient outcomes:
@@ -17,194 +18,35 @@ import logging
 import re
 import ssl
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Final
 
 from postkontor.config.model import Config
+from postkontor.delivery.mtasts import MTASTS, Mode, MTASTSOptions, PolicyLookup
 from postkontor.delivery.outcome import DeliveryJob, JobRecipient, RecipientOutcome, Status
+from postkontor.delivery.session import TROUBLE as _TROUBLE
+from postkontor.delivery.session import HostError as _HostError
+from postkontor.delivery.session import Session as _Session
+from postkontor.delivery.session import TLSFailed as _TLSFailed
+from postkontor.delivery.session import client_tls_context
+from postkontor.delivery.session import describe as _describe
+from postkontor.delivery.tlsrpt import PolicyType, ResultType, SessionResult, TLSReportLog, classify_tls_error
 from postkontor.dns.resolver import DNSPermanentError, DNSTemporaryError, MailResolver
 from postkontor.protocol.smtp import Extensions, Reply, SMTPClientConnection, SMTPProtocolError, parse_ehlo
 from postkontor.protocol.smtp.framing import has_bare_line_end
+from postkontor.queue.mtasts_cache import PolicyCacheStore
 
 __all__ = ["CHUNK_SIZE", "RemoteDelivery", "client_tls_context"]
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE: Final = 1 << 20  # BDAT chunk and DATA write size: progress is checked against the timeout per chunk
-_QUIT_TIMEOUT: Final = 5.0  # a polite QUIT is not worth waiting minutes for
 _ANY_LINE_END: Final = re.compile(rb"\r\n|\r|\n")
-# What the network or the peer can do to a connection; anything else is a bug of ours.
-_TROUBLE: Final = (OSError, TimeoutError, SMTPProtocolError, ssl.SSLError)
-
-
-def client_tls_context() -> ssl.SSLContext:
-    """Opportunistic STARTTLS: encrypt whenever offered, verify nothing (RFC 7435 §1.2; no MTA-STS or DANE policy
-    demands verification yet, and refusing self-signed peers would only push mail to clear text)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8996: no TLS 1.0 or 1.1
-    context.options |= ssl.OP_NO_COMPRESSION
-    return context
-
-
-class _HostError(Exception):
-    """This address cannot be used now (refused, timed out, greeting or EHLO refused): try the next one."""
-
-
-class _TLSFailed(_HostError):
-    """The STARTTLS handshake failed: the same address may still take the mail in clear text."""
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    text = str(exc) or exc.__class__.__name__
-    return " ".join(text.split())
-
-
-class _Session(asyncio.Protocol):
-    """One SMTP client connection to one address of one MX host: bytes go into the engine as they arrive."""
-
-    def __init__(self, host: str, ip: str) -> None:
-        self.host = host  # the MX host name (or the address literal's IP)
-        self.ip = ip
-        self.engine = SMTPClientConnection()
-        self.ext = Extensions()
-        self.tls = False
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.peer_closed = False
-        self.error: SMTPProtocolError | None = None
-        self._wake = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
-
-    @property
-    def label(self) -> str:
-        return f"{self.host}[{self.ip}]"
-
-    # --- asyncio.Protocol callbacks ------------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.error is None:
-            try:
-                self.engine.receive_data(data)
-            except SMTPProtocolError as exc:
-                self.error = exc
-                self.abort()
-        self._wake.set()
-
-    def eof_received(self) -> bool | None:
-        self.peer_closed = True
-        if self.error is None:
-            try:
-                self.engine.receive_eof()
-            except SMTPProtocolError as exc:
-                self.error = exc
-        self._wake.set()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._wake.set()
-        self._writable.set()
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    # --- IO --------------------------------------------------------------------------------------------------------
-    @property
-    def idle_ok(self) -> bool:
-        """Still connected and in step: nothing unsolicited from the server since its last reply."""
-        usable = not (self.closed or self.peer_closed or self.error is not None or self.transport is None)
-        return usable and not self.engine.pending
-
-    async def reply(self, seconds: float) -> Reply:
-        async with asyncio.timeout(seconds):
-            while True:
-                # Cleared before looking, so a reply that arrives between the look and the wait is not missed.
-                self._wake.clear()
-                reply = self.engine.next_reply()
-                if reply is not None:
-                    return reply
-                if self.error is not None:
-                    raise self.error
-                if self.closed or self.peer_closed:
-                    raise ConnectionResetError("connection closed by the server")
-                await self._wake.wait()
-
-    async def write(self, data: bytes, seconds: float) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing() or self.closed or self.peer_closed:
-            raise ConnectionResetError("connection closed")
-        transport.write(data)
-        if not self._writable.is_set():
-            # RFC 5321 §4.5.3.2.5: the peer must take each block of data within the data block timeout.
-            async with asyncio.timeout(seconds):
-                await self._writable.wait()
-        if self.closed:
-            raise ConnectionResetError("connection closed while sending")
-
-    async def command(self, data: bytes, seconds: float) -> Reply:
-        await self.write(data, seconds)
-        return await self.reply(seconds)
-
-    async def start_tls(self, context: ssl.SSLContext, seconds: float) -> None:
-        transport = self.transport
-        if transport is None or not self.idle_ok:
-            # Clear text after the 220 and before the handshake: a broken server or an injection (RFC 3207 §4.2,
-            # CVE-2011-0411); nothing of it may be taken as coming from inside TLS.
-            self.abort()
-            raise _TLSFailed(f"TLS handshake with {self.label} failed: data or EOF before the handshake")
-        # SNI only carries host names (RFC 6066 §3), never an address.
-        sni = None if _is_ip(self.host) else self.host
-        try:
-            new_transport = await asyncio.get_running_loop().start_tls(
-                transport, self, context, server_hostname=sni, ssl_handshake_timeout=seconds
-            )
-        except (*_TROUBLE, ConnectionError) as exc:
-            self.abort()
-            raise _TLSFailed(f"TLS handshake with {self.label} failed: {_describe(exc)}") from exc
-        if new_transport is None:
-            self.abort()
-            raise _TLSFailed(f"TLS handshake with {self.label} failed: connection closed")
-        self.transport = new_transport
-        self.engine.tls_started()
-        self.tls = True
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    async def close(self) -> None:
-        """Say QUIT (RFC 5321 §4.1.1.10) when the connection is still in step, then close it."""
-        if self.idle_ok:
-            with contextlib.suppress(*_TROUBLE):
-                await self.command(self.engine.quit(), _QUIT_TIMEOUT)
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
 
 
 @dataclass(slots=True)
 class _Idle:
     session: _Session
     timer: asyncio.TimerHandle  # closes it when the cache time is up
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _address_literal(domain: str) -> str | bool | None:
@@ -248,15 +90,37 @@ def _all(job: DeliveryJob, status: Status, code: int, enhanced: str, diagnostic:
     return [RecipientOutcome(r.address, status, code, enhanced, diagnostic) for r in job.recipients]
 
 
-class RemoteDelivery:
-    """The `Deliverer` for recipients on other hosts: one SMTP transaction per job (RFC 5321 §3.3)."""
+class _PolicyRefused(_HostError):
+    """An MTA-STS policy in enforce mode rules this host out (RFC 8461 §5): try the next, defer if none is left."""
 
-    def __init__(self, config: Config, resolver: MailResolver, *, hostname: str | None = None) -> None:
+    def __init__(self, message: str, result: ResultType) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class RemoteDelivery:
+    """The `Deliverer` for recipients on other hosts: one SMTP transaction per job (RFC 5321 §3.3).
+
+    `mta_sts` holds the MTA-STS and TLS-RPT settings (defaults: on, HTTPS port 443, the system trust store); the
+    policy cache lives in the queue database and the TLS-RPT counts in `<queue>/tlsrpt.sqlite3`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        resolver: MailResolver,
+        *,
+        hostname: str | None = None,
+        mta_sts: MTASTSOptions | None = None,
+    ) -> None:
         self._config = config
         self._outbound = config.outbound
         self._resolver = resolver
         self._hostname = hostname or config.hostname
         self._tls_context = client_tls_context()
+        options = mta_sts or MTASTSOptions()
+        self.mta_sts = MTASTS(resolver, PolicyCacheStore(config.queue_dir), options) if options.enabled else None
+        self.tls_reports = TLSReportLog(config.queue_dir) if options.tls_reports else None
         self._idle: dict[tuple[str, str], list[_Idle]] = {}  # (MX host, IP) -> connections kept for reuse
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -280,6 +144,11 @@ class RemoteDelivery:
             entry.timer.cancel()
             self._spawn_close(entry.session)
         await asyncio.gather(*self._closing, return_exceptions=True)
+        if self.tls_reports is not None:
+            await self.tls_reports.aclose()
+            self.tls_reports = None
+        if self.mta_sts is not None:
+            self.mta_sts.close()
 
     # --- routing -------------------------------------------------------------------------------------------------
     async def _deliver(self, job: DeliveryJob) -> list[RecipientOutcome]:
@@ -303,11 +172,25 @@ class RemoteDelivery:
         return await self._try_hosts(job, hosts, literal=isinstance(literal, str))
 
     async def _try_hosts(self, job: DeliveryJob, hosts: tuple[str, ...], *, literal: bool) -> list[RecipientOutcome]:
-        """RFC 5321 §5.1: each MX host in order, each of its addresses in turn, until one takes the transaction."""
+        """RFC 5321 §5.1: each MX host in order, each of its addresses in turn, until one takes the transaction;
+        under an MTA-STS policy in enforce mode only hosts that match it and pass TLS validation (RFC 8461 §5.1)."""
         last_error = "no MX host could be reached"
         connected = dns_temporary = False
+        sts = None if literal else await self._policy(job.domain)
+        mode = sts.mode if sts is not None else Mode.NONE
+        refused: str | None = None  # why the enforced policy ruled out a host
         for host in hosts:
-            session = await self._take_idle(host)
+            mx_ok = sts is None or sts.policy is None or mode is Mode.NONE or sts.policy.matches(host)
+            if not mx_ok:
+                assert sts is not None
+                text = f"MX host {host} does not match the MTA-STS policy of {job.domain}"
+                self._report(sts, ResultType.VALIDATION_FAILURE, host, detail="MX host not in the policy")
+                if mode is Mode.ENFORCE:
+                    log.warning("remote delivery of %s: %s; skipped", job.message_id, text)
+                    refused = last_error = text
+                    continue
+                log.warning("remote delivery of %s: %s (mode testing: delivering anyway)", job.message_id, text)
+            session = await self._take_idle(host, verified_only=mode is Mode.ENFORCE)
             if session is not None:
                 return await self._run(session, job)
             if literal:
@@ -327,12 +210,20 @@ class RemoteDelivery:
             for ip in addresses:
                 connected = True
                 try:
-                    session = await self._open(host, ip)
+                    session = await self._open(host, ip, sts, mx_ok=mx_ok)
+                except _PolicyRefused as exc:
+                    refused = last_error = str(exc)
+                    log.warning("remote delivery of %s: %s", job.message_id, last_error)
+                    continue
                 except _HostError as exc:
                     last_error = str(exc)
                     log.info("remote delivery of %s: %s", job.message_id, last_error)
                     continue
                 return await self._run(session, job)
+        if refused is not None:
+            # RFC 8461 §5.1: never a permanent failure for this; the policy or the hosts may be fixed meanwhile.
+            text = f"MTA-STS policy of {job.domain} (enforce): {refused}"
+            return _all(job, Status.DEFERRED, 451, "4.7.5", text)
         if connected:
             return _all(job, Status.DEFERRED, 451, "4.4.1", last_error)
         if dns_temporary:
@@ -341,14 +232,84 @@ class RemoteDelivery:
         return _all(job, Status.FAILED, 550, "5.4.4", f"unable to route: {last_error}")
 
     # --- connections ---------------------------------------------------------------------------------------------
-    async def _open(self, host: str, ip: str) -> _Session:
+    async def _policy(self, domain: str) -> PolicyLookup | None:
+        if self.mta_sts is None:
+            return None
+        found = await self.mta_sts.lookup(domain)
+        if found.fetch_error is not None:
+            error = found.fetch_error
+            self._report(found, error.result, detail=str(error), policy_type=PolicyType.STS)
+        if found.policy is not None and found.policy_id and self.tls_reports is not None:
+            self.tls_reports.record_policy(domain, found.policy_id, found.policy.text)
+        return found
+
+    def _report(
+        self,
+        sts: PolicyLookup | None,
+        result: ResultType | None,
+        host: str = "",
+        ip: str = "",
+        *,
+        detail: str = "",
+        session: _Session | None = None,
+        policy_type: PolicyType | None = None,
+    ) -> None:
+        """Count one TLS session (or policy failure) for TLS-RPT (RFC 8460 §4.4)."""
+        if self.tls_reports is None or sts is None:
+            return
+        if policy_type is None:
+            policy_type = PolicyType.NO_POLICY if sts.mode is Mode.NONE else PolicyType.STS
+        sending = ""
+        if session is not None and session.transport is not None:
+            sockname = session.transport.get_extra_info("sockname")
+            sending = str(sockname[0]) if sockname else ""
+        policy_id = (sts.policy_id or "") if policy_type is PolicyType.STS else ""
+        sending = sending or self._config.bind_address or ""
+        self.tls_reports.record(SessionResult(sts.domain, policy_type, result, policy_id, host, ip, sending, detail))
+
+    async def _open(self, host: str, ip: str, sts: PolicyLookup | None, *, mx_ok: bool = True) -> _Session:
+        """A connection under the domain's MTA-STS policy: verified TLS required (enforce), tried and reported
+        (testing), or opportunistic TLS as without a policy (RFC 8461 §5)."""
+        mode = sts.mode if sts is not None else Mode.NONE
+        if mode is Mode.NONE:
+            return await self._open_opportunistic(host, ip, sts)
+        enforce = mode is Mode.ENFORCE
         try:
-            return await self._connect(host, ip, starttls=True)
+            session = await self._connect(host, ip, starttls=True, context=self.mta_sts_context, require_tls=enforce)
+        except _PolicyRefused as exc:
+            self._report(sts, exc.result, host, ip, detail=str(exc))
+            raise
         except _TLSFailed as exc:
+            result = classify_tls_error(exc.__cause__)
+            self._report(sts, result, host, ip, detail=str(exc))
+            if enforce:
+                raise _PolicyRefused(f"{exc} ({result})", result) from exc
+            log.warning("%s (MTA-STS mode testing: delivering without validation)", exc)
+            return await self._open_opportunistic(host, ip, None)
+        if not session.tls:
+            self._report(sts, ResultType.STARTTLS_NOT_SUPPORTED, host, ip, session=session)
+            log.warning("%s[%s] has no STARTTLS (MTA-STS mode testing: delivering anyway)", host, ip)
+        elif mx_ok:
+            self._report(sts, None, host, ip, session=session)
+        return session
+
+    @property
+    def mta_sts_context(self) -> ssl.SSLContext:
+        assert self.mta_sts is not None
+        return self.mta_sts.tls_context
+
+    async def _open_opportunistic(self, host: str, ip: str, sts: PolicyLookup | None) -> _Session:
+        """Encrypt if offered, verify nothing (RFC 7435); counted for TLS-RPT as "no-policy-found" when `sts`."""
+        try:
+            session = await self._connect(host, ip, starttls=True)
+        except _TLSFailed as exc:
+            self._report(sts, classify_tls_error(exc.__cause__), host, ip, detail=str(exc))
             # Usual MTA practice (Postfix, Exim): a broken TLS stack is no reason to keep the mail; clear text
             # is what a peer without STARTTLS would have got anyway.
             log.warning("%s; retrying %s[%s] without STARTTLS", exc, host, ip)
             return await self._connect(host, ip, starttls=False)
+        self._report(sts, None if session.tls else ResultType.STARTTLS_NOT_SUPPORTED, host, ip, session=session)
+        return session
 
     def _local_addr(self, ip: str) -> tuple[str, int] | None:
         bind = self._config.bind_address
@@ -360,7 +321,9 @@ class RemoteDelivery:
             return None
         return (bind, 0) if same_family else None
 
-    async def _connect(self, host: str, ip: str, *, starttls: bool) -> _Session:
+    async def _connect(
+        self, host: str, ip: str, *, starttls: bool, context: ssl.SSLContext | None = None, require_tls: bool = False
+    ) -> _Session:
         outbound = self._outbound
         label = f"{host}[{ip}]:{outbound.port}"
         loop = asyncio.get_running_loop()
@@ -380,11 +343,17 @@ class RemoteDelivery:
             if starttls and session.ext.starttls:
                 reply = await session.command(session.engine.starttls(), outbound.command_timeout)
                 if reply.code == 220:
-                    await session.start_tls(self._tls_context, self._config.timeouts.tls_handshake)
+                    await session.start_tls(context or self._tls_context, self._config.timeouts.tls_handshake)
                     # RFC 3207 §4.2: the extensions may differ over TLS; ask again.
                     await self._hello(session)
+                elif require_tls:
+                    text = f"{label} refused STARTTLS: {reply.code} {_text(reply)}"
+                    raise _PolicyRefused(text, ResultType.STARTTLS_NOT_SUPPORTED)
                 else:
                     log.info("%s refused STARTTLS (%d %s); continuing in clear text", label, reply.code, _text(reply))
+            elif require_tls:
+                # RFC 8461 §5: enforce mode never delivers to a host without STARTTLS (or one that dropped it).
+                raise _PolicyRefused(f"{label} does not offer STARTTLS", ResultType.STARTTLS_NOT_SUPPORTED)
         except _HostError:
             await session.close()  # RFC 5321 §3.1: QUIT after a refused greeting, when still in step
             raise
@@ -408,12 +377,17 @@ class RemoteDelivery:
             return
         raise _HostError(f"{session.label} refused our EHLO/HELO: {reply.code} {_text(reply)}")
 
-    async def _take_idle(self, host: str) -> _Session | None:
-        """A cached connection to `host` (any of its addresses), reset with RSET (RFC 5321 §4.1.1.5), or None."""
+    async def _take_idle(self, host: str, *, verified_only: bool = False) -> _Session | None:
+        """A cached connection to `host` (any of its addresses), reset with RSET (RFC 5321 §4.1.1.5), or None;
+        `verified_only` (MTA-STS enforce): only one whose TLS certificate was verified for `host`."""
         for key in [key for key in self._idle if key[0] == host]:
             entries = self._idle.get(key, [])
-            while entries:
-                entry = entries.pop()
+            while True:
+                usable = [entry for entry in entries if entry.session.verified or not verified_only]
+                if not usable:
+                    break
+                entry = usable[-1]
+                entries.remove(entry)
                 if not entries:
                     self._idle.pop(key, None)
                 entry.timer.cancel()
