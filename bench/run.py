@@ -14,10 +14,15 @@ median, so that the slow drift of a shared machine (easily +-25% here) hits both
               a loopback DNS server names; Postfix: relayhost): msg/s until the sink has them all, CPU/1000.
     idle      10,000 idle connections to postkontor (Postfix forks a process per connection, not comparable):
               server RSS growth per connection.
+    imap      a 10,000-message INBOX over IMAPS against a private Dovecot: SELECT (adopting the new messages),
+              header FETCH cold and warm, four SEARCHes, STORE; server CPU; message files the warm FETCH opens.
+    imap-idle 1,000 IMAPS sessions in IDLE (and, for the TLS share, as many bare TCP and bare TLS connections):
+              RSS/PSS growth per session; wake latency of a sample when a message arrives.
 
     python bench/run.py [--quick] [--repeats 3] [--only local,latency,...] [--json PATH] [--workdir DIR]
 
-Needs root (Postfix), Debian's postfix package (smtp-source, smtp-sink) and postkontor installed. See README.md.
+Needs root (Postfix, Dovecot), Debian's postfix package (smtp-source, smtp-sink) and postkontor installed; the IMAP
+scenarios need neither Postfix nor root, and compare with Dovecot (dovecot-imapd) when it is there. See README.md.
 """
 
 from __future__ import annotations
@@ -42,11 +47,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
+import dovecot
 import idle
+import imap_mailbox
 import procstat
 import smtp_load
+from imap_scenario import ImapServer, run_idle, run_mailbox, wipe_postkontor_mailbox
 from loopdns import LoopbackDNS, mx_zone
 from pkserver import PostkontorInstance
 from postfix import POSTCONF, POSTFIX, SMTP_SINK, SMTP_SOURCE, PostfixInstance
@@ -54,17 +62,23 @@ from sink import SmtpSink
 
 import postkontor
 
-PF, PK, SINK = "Postfix", "postkontor", "smtp-sink"
-SCENARIOS = ("local", "latency", "ceiling", "outbound", "idle")
+PF, PK, SINK, DC = "Postfix", "postkontor", "smtp-sink", "Dovecot"
+SCENARIOS = ("local", "latency", "ceiling", "outbound", "idle", "imap", "imap-idle")
+POSTFIX_SCENARIOS = ("local", "latency", "ceiling", "outbound")
+DOVECOT_IDLE_MAX = 2000  # Dovecot runs an imap process per session: beyond this it would need gigabytes
 DOMAIN = "bench.test"
 REMOTE_DOMAIN = "sink.test"
 SENDER = "load@client.bench.test"
 RELAY_ALIAS = f"relay@{DOMAIN}"
 REMOTE_RECIPIENT = f"user@{REMOTE_DOMAIN}"
+IMAP_USER, IMAP_PASSWORD = f"demo@{DOMAIN}", "demo"  # what `postkontor dev` creates
 IDLE_TARGET = 50 * 1024  # bytes per idle connection, from the issue
 MIB = 2**20
 # Other processes' CPU during a run (in cores, the sampler thread included) above which the run is flagged.
 NOISY_SHARE = 0.25
+
+
+_T = TypeVar("_T")
 
 
 class BenchError(RuntimeError):
@@ -90,7 +104,7 @@ def _size_label(size: int) -> str:
     return f"{size // 1024} KiB"
 
 
-def plan(quick: bool) -> dict[str, list[Case]]:
+def plan(quick: bool, imap_idle: int | None = None) -> dict[str, list[Case]]:
     """The cases of every scenario. Counts make a full run take ~2-5 s on a 2-core machine; --quick ~0.2 s."""
 
     def local_count(size: int, sessions: int, reuse: bool) -> int:
@@ -127,6 +141,18 @@ def plan(quick: bool) -> dict[str, list[Case]]:
         "ceiling": [Case("ceiling", "ceiling", "1 KiB, 10 sessions, reuse", 2000 if quick else 30000)],
         "outbound": [Case("outbound", "outbound", "1 KiB, 10 sessions, reuse", load)],
         "idle": [Case("idle", "idle", "idle connections", 1000 if quick else 10000, sessions=0)],
+        # messages in the INBOX; for imap-idle, sessions (the INBOX they select holds `size` messages).
+        "imap": [Case("imap", "imap", "IMAPS, one session", 200 if quick else 10000, size=0, sessions=1)],
+        "imap-idle": [
+            Case(
+                "imap-idle",
+                "imap-idle",
+                "IMAPS IDLE",
+                imap_idle or (20 if quick else 1000),
+                size=20 if quick else 1000,
+                sessions=0,
+            )
+        ],
     }
 
 
@@ -148,6 +174,13 @@ class Target:
     host: str = "127.0.0.1"
 
 
+def imap_target(server: ImapServer) -> Target:
+    """An IMAP server as record() sees it: a name and its log; there is no delivery count to wait for."""
+    return Target(
+        server.name, server.imaps_port, server.user, server.pid, lambda: 0, lambda: None, problems=server.problems
+    )
+
+
 @dataclass
 class Settings:
     quick: bool
@@ -156,6 +189,8 @@ class Settings:
     port_base: int
     run_timeout: float
     pause: float
+    dovecot: bool = False  # the IMAP scenarios compare with a private Dovecot
+    imap_idle: int | None = None  # IDLE sessions held (default: 1,000; 20 with --quick)
 
     @property
     def pk_port_base(self) -> int:
@@ -176,6 +211,10 @@ class Settings:
     @property
     def dns_port(self) -> int:
         return self.port_base + 1053
+
+    @property
+    def dovecot_port_base(self) -> int:
+        return self.port_base + 1000
 
 
 @dataclass
@@ -200,15 +239,15 @@ class Results:
         values = self.values(key, server, metric)
         return statistics.median(values) if values else None
 
-    def pair_ratios(self, key: str, metric: str) -> list[float]:
-        """postkontor / Postfix within each repeat (the two runs taken back to back)."""
+    def pair_ratios(self, key: str, metric: str, reference: str = PF) -> list[float]:
+        """postkontor / reference within each repeat (the two runs taken back to back)."""
         runs = self.cases.get(key, {}).get("runs", {})
         by_repeat: dict[int, dict[str, float]] = {}
-        for server in (PF, PK):
+        for server in (reference, PK):
             for run in runs.get(server, []):
                 if "error" not in run and metric in run:
                     by_repeat.setdefault(run["repeat"], {})[server] = float(run[metric])
-        return [pair[PK] / pair[PF] for pair in by_repeat.values() if len(pair) == 2 and pair[PF] > 0]
+        return [pair[PK] / pair[reference] for pair in by_repeat.values() if len(pair) == 2 and pair[reference] > 0]
 
 
 # -- building blocks -------------------------------------------------------------------------------------------
@@ -345,10 +384,11 @@ class Bench:
         self.settings = settings
         self.stack = stack
         self.results = Results()
-        self.cases = plan(settings.quick)
+        self.cases = plan(settings.quick, settings.imap_idle)
         self._postfix: PostfixInstance | None = None
         self._postkontor: PostkontorInstance | None = None
         self._dns: LoopbackDNS | None = None
+        self._dovecot: dovecot.DovecotInstance | None = None
 
     # -- servers, started on first use and stopped by the ExitStack --
 
@@ -371,7 +411,7 @@ class Bench:
             # The default per-IP limit (50) leaves no headroom for 50 sessions from one address whose previous
             # connections may still be closing, and the idle test needs 10,000; the outbound "MX" is the sink,
             # reached with as many parallel connections as the Postfix it is compared with (20, Postfix's default).
-            connections = max(case.messages for case in self.cases["idle"]) + 1000
+            connections = max(case.messages for case in self.cases["idle"] + self.cases["imap-idle"]) + 1000
             instance.configure(
                 limits={"max_connections": connections, "max_connections_per_ip": connections},
                 outbound={"port": self.settings.sink_port, "max_connections_per_domain": 20},
@@ -396,6 +436,68 @@ class Bench:
             self.stack.enter_context(instance)
             self._postfix = instance
         return self._postfix
+
+    def dovecot(self) -> dovecot.DovecotInstance:
+        if self._dovecot is None:
+            tls = self.postkontor().data_dir / "tls"
+            base = self.settings.dovecot_port_base
+            sessions = max(case.messages for case in self.cases["imap-idle"])
+            instance = dovecot.DovecotInstance(
+                self.settings.workdir / "dovecot",
+                cert=tls / "cert.pem",
+                key=tls / "key.pem",
+                imap_port=base + 143,
+                imaps_port=base + 993,
+                users={IMAP_USER: IMAP_PASSWORD},
+                connections=min(sessions, DOVECOT_IDLE_MAX),
+            )
+            instance.prepare()
+            self.stack.callback(instance.stop)
+            self._dovecot = instance
+            self.log(f"Dovecot (the IMAP reference) will serve on 127.0.0.1:{instance.imaps_port}")
+        return self._dovecot
+
+    def imap_servers(self) -> list[ImapServer]:
+        pk = self.postkontor()
+        servers = [
+            ImapServer(
+                PK,
+                pk.host,
+                pk.port_base + 143,
+                pk.port_base + 993,
+                IMAP_USER,
+                IMAP_PASSWORD,
+                pk.maildir,
+                None,
+                lambda: pk.pid,
+                pk.start,
+                pk.stop,
+                functools.partial(wipe_postkontor_mailbox, pk.maildir),
+                pk.log_problems,
+                pk.nofile_limit,
+                smtp_port=pk.port,
+            )
+        ]
+        if self.settings.dovecot:
+            dc = self.dovecot()
+            servers.append(
+                ImapServer(
+                    DC,
+                    dc.host,
+                    dc.imap_port,
+                    dc.imaps_port,
+                    IMAP_USER,
+                    IMAP_PASSWORD,
+                    dc.maildir(IMAP_USER),
+                    dc.owner,
+                    lambda: dc.pid,
+                    dc.start,
+                    dc.stop,
+                    functools.partial(dc.empty_mailbox, IMAP_USER),
+                    dc.log_problems,
+                )
+            )
+        return servers
 
     def pk_target(self, recipient: str | None = None) -> Target:
         instance = self.postkontor()
@@ -428,7 +530,7 @@ class Bench:
     def log(self, text: str) -> None:
         print(text, flush=True)
 
-    def ordered(self, targets: Sequence[Target], repeat: int) -> list[Target]:
+    def ordered(self, targets: Sequence[_T], repeat: int) -> list[_T]:
         # Alternating who goes first cancels a systematic advantage of running second (warm caches) or first.
         return list(targets) if repeat % 2 == 0 else list(reversed(targets))
 
@@ -667,6 +769,44 @@ class Bench:
             "pss_per_conn_bytes": (pss_after - pss_before) / connections.greeted,
         }
 
+    def scenario_imap(self) -> None:
+        case = self.cases["imap"][0]
+        mailbox = imap_mailbox.build_messages(case.messages)
+        servers = self.imap_servers()
+        for repeat in range(self.settings.repeats):
+            for server in self.ordered(servers, repeat):
+                run = functools.partial(
+                    run_mailbox,
+                    server,
+                    mailbox,
+                    # The count does not vary between repeats, and strace slows the server for a while afterwards.
+                    trace_opens=repeat == 0,
+                    timeout=self.settings.run_timeout,
+                    notes=self.results.notes,
+                )
+                self.record(case, imap_target(server), repeat, run)
+        if self._dovecot is not None:
+            self._dovecot.stop()
+
+    def scenario_imap_idle(self) -> None:
+        case = self.cases["imap-idle"][0]
+        mailbox = imap_mailbox.build_messages(case.size, seed=1)
+        servers = self.imap_servers()
+        if case.messages > DOVECOT_IDLE_MAX and any(server.name == DC for server in servers):
+            servers = [server for server in servers if server.name != DC]
+            self.results.notes.append(
+                f"imap-idle: Dovecot not measured with {case.messages:,} sessions (an imap process each; at most"
+                f" {DOVECOT_IDLE_MAX:,} here)"
+            )
+        for repeat in range(self.settings.repeats):
+            for server in self.ordered(servers, repeat):
+                run = functools.partial(
+                    run_idle, server, mailbox, case.messages, sender=SENDER, timeout=self.settings.run_timeout
+                )
+                self.record(case, imap_target(server), repeat, run)
+        if self._dovecot is not None:
+            self._dovecot.stop()
+
 
 SHOWN = (
     "delivered_per_s",
@@ -678,6 +818,18 @@ SHOWN = (
     "p50_ms",
     "p99_ms",
     "rss_per_conn_bytes",
+    "select_s",
+    "fetch_cold_s",
+    "fetch_warm_s",
+    "store_s",
+    "server_cpu_s",
+    "warm_fetch_message_opens",
+    "idle_rss_per_conn_bytes",
+    "idle_marginal_rss_per_conn_bytes",
+    "idle_marginal_pss_per_conn_bytes",
+    "tls_share",
+    "idle_wake_p50_ms",
+    "idle_wake_p99_ms",
 )
 
 
@@ -691,6 +843,7 @@ class Row:
     label: str
     better: str  # "higher" or "lower"
     unit: str
+    reference: str = PF  # the server postkontor is compared with in this row
 
 
 def rows(cases: dict[str, list[Case]]) -> list[tuple[str, list[Row]]]:
@@ -733,6 +886,59 @@ def rows(cases: dict[str, list[Case]]) -> list[tuple[str, list[Row]]]:
             ],
         )
     )
+    imap = cases["imap"][0]
+    sections.append(
+        (
+            f"IMAP, one IMAPS session on a {imap.messages:,}-message INBOX (ratio = postkontor / Dovecot), seconds",
+            [
+                Row("imap", metric, label, "lower", unit, DC)
+                for metric, label, unit in (
+                    ("select_s", f"SELECT INBOX (adopts {imap.messages:,} new messages)", "s"),
+                    ("fetch_cold_s", "UID FETCH 1:* envelope+headers, cold", "s"),
+                    ("fetch_warm_s", "UID FETCH 1:* envelope+headers, warm", "s"),
+                    ("search_from_s", f'UID SEARCH FROM "{imap_mailbox.FROM_WORD}"', "s"),
+                    ("search_subject_s", f'UID SEARCH SUBJECT "{imap_mailbox.SUBJECT_WORD}"', "s"),
+                    ("search_unseen_s", "UID SEARCH UNSEEN", "s"),
+                    ("search_body_s", f'UID SEARCH BODY "{imap_mailbox.BODY_WORD}"', "s"),
+                    ("store_s", "UID STORE 1:* +FLAGS (\\Seen)", "s"),
+                    ("server_cpu_s", "server CPU seconds, all of the above", "cpu"),
+                    ("peak_pss_mib", "peak PSS of the server's processes, MiB", "mib"),
+                    ("warm_fetch_message_opens", "message files opened by the warm FETCH", "count"),
+                )
+            ],
+        )
+    )
+    idle_case = cases["imap-idle"][0]
+    sections.append(
+        (
+            f"IMAP, {idle_case.messages:,} sessions held at once (ratio = postkontor / Dovecot): server memory per"
+            " session, KiB",
+            [
+                Row(
+                    "imap-idle",
+                    f"{stage}_{kind}_per_conn_bytes",
+                    f"{label}: {kind.rpartition('_')[2].upper()}",
+                    "lower",
+                    "bytes",
+                    DC,
+                )
+                for stage, kind, label in (
+                    ("plain", "rss", "TCP only, greeted (port 143)"),
+                    ("tls", "rss", "TLS, greeted (IMAPS)"),
+                    ("idle", "rss", "IMAPS+LOGIN+SELECT+IDLE, all-in"),
+                    ("idle", "pss", "IMAPS+LOGIN+SELECT+IDLE, all-in"),
+                    ("idle", "marginal_rss", "IDLE session, marginal"),
+                    ("idle", "marginal_pss", "IDLE session, marginal"),
+                )
+            ]
+            + [
+                Row("imap-idle", "idle_open_s", "time to set all IDLE sessions up, s", "lower", "s", DC),
+                Row("imap-idle", "idle_wake_p50_ms", "Maildir delivery -> * n EXISTS: p50 ms", "lower", "ms", DC),
+                Row("imap-idle", "idle_wake_p99_ms", "Maildir delivery -> * n EXISTS: p99 ms", "lower", "ms", DC),
+                Row("imap-idle", "idle_wake_woken", "sampled sessions that heard it within 5 s", "higher", "count", DC),
+            ],
+        )
+    )
     return sections
 
 
@@ -747,7 +953,62 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:.3f}"
     if unit in ("mib", "kib"):
         return f"{value:.1f}"
+    if unit == "bytes":
+        return f"{value / 1024:.1f}"
+    if unit == "s":
+        return f"{value:.3f}"
+    if unit == "count":
+        return f"{value:,.0f}"
     return f"{value:.4g}"
+
+
+def imap_notes(results: Results) -> list[str]:
+    """What the IMAP tables leave out: per server, the TLS share, the wake-ups heard, postkontor's SMTP wake."""
+    lines: list[str] = []
+    if "imap" in results.cases:
+        lines.append("IMAP, one session: checks")
+        for name in (PK, DC):
+            runs = [run for run in results.cases["imap"]["runs"].get(name, []) if "error" not in run]
+            if not runs:
+                continue
+            wrong = [
+                key.removesuffix("_hits")
+                for run in runs
+                for key in run
+                if key.endswith("_hits") and run[key] != run[key.replace("_hits", "_expected")]
+            ]
+            first = runs[0]
+            all_opens = first.get("warm_fetch_all_opens")
+            lines.append(
+                f"  {name:<10} SEARCH answers {'match the mailbox' if not wrong else 'WRONG: ' + ', '.join(wrong)};"
+                f" {first.get('tls', '?')}; files of any kind opened by the warm FETCH: "
+                + ("-" if all_opens is None else f"{all_opens:,}")
+            )
+        lines.append("")
+    if "imap-idle" in results.cases:
+        lines.append("IMAP sessions held at once: details (medians)")
+        for name in (PK, DC):
+            if not results.values("imap-idle", name, "idle_connections"):
+                continue
+
+            def median(metric: str, server: str = name) -> float | None:
+                return results.median("imap-idle", server, metric)
+
+            share, woken, sample = median("tls_share"), median("idle_wake_woken"), median("idle_wake_sample")
+            processes = median("idle_processes")
+            text = f"  {name:<10} TLS is {_fmt(None if share is None else share * 100, 'rate')}% of a session's RSS;"
+            text += f" {_fmt(woken, 'count')} of {_fmt(sample, 'count')} sampled sessions woke within 5 s;"
+            text += f" {_fmt(processes, 'count')} server processes"
+            lines.append(text)
+            smtp_woken = median("idle_smtp_wake_woken")
+            if smtp_woken is not None:
+                p50, p99 = _fmt(median("idle_smtp_wake_p50_ms"), "ms"), _fmt(median("idle_smtp_wake_p99_ms"), "ms")
+                lines.append(
+                    f"  {'':<10} delivery over SMTP (from its 250) -> * n EXISTS: p50 {p50} ms, p99 {p99} ms;"
+                    f" {_fmt(smtp_woken, 'count')} of {_fmt(median('idle_smtp_wake_sample'), 'count')} woke"
+                )
+        lines.append("")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -757,6 +1018,7 @@ class Goal:
     metric: str
     kind: str  # "ratio>=", "ratio<=", "ratio<", "value<="
     threshold: float
+    unit: str = "bytes"  # of a "value<=" goal: "bytes" (shown in KiB) or "files"
 
 
 GOALS = (
@@ -772,6 +1034,14 @@ GOALS = (
     Goal("p99 end of data -> 250 at 10 sessions (DATA) below Postfix's", "latency/data", "p99_ms", "ratio<", 1.0),
     Goal("CPU per 1,000 messages (1 KiB, 10 sessions, reuse)", "local/1k/s10/reuse", "cpu_per_1000_s", "ratio<=", 0.5),
     Goal("idle connection <= 50 KiB (RSS growth per connection)", "idle", "rss_per_conn_bytes", "value<=", IDLE_TARGET),
+    Goal(
+        "IMAP: a warm header FETCH of the whole INBOX reads no message file",
+        "imap",
+        "warm_fetch_message_opens",
+        "value<=",
+        0,
+        "files",
+    ),
 )
 
 
@@ -779,8 +1049,12 @@ def evaluate(results: Results, goal: Goal) -> dict[str, Any]:
     pk = results.median(goal.key, PK, goal.metric)
     if goal.kind == "value<=":
         value = pk
-        shown = "not measured" if pk is None else f"{pk / 1024:.1f} KiB"
-        target = f"<= {goal.threshold / 1024:.0f} KiB"
+        if goal.unit == "files":
+            shown = "not measured" if pk is None else f"{pk:,.0f} files"
+            target = f"<= {goal.threshold:,.0f} files"
+        else:
+            shown = "not measured" if pk is None else f"{pk / 1024:.1f} KiB"
+            target = f"<= {goal.threshold / 1024:.0f} KiB"
     else:
         pf = results.median(goal.key, PF, goal.metric)
         value = pk / pf if pk is not None and pf else None
@@ -810,29 +1084,30 @@ def report(
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """The printed report, its rows as data and the targets' verdicts."""
     lines = [
-        f"postkontor vs Postfix: medians of {repeats} interleaved repeat(s); ratio = postkontor / Postfix",
+        f"postkontor vs Postfix (IMAP: vs Dovecot): medians of {repeats} interleaved repeat(s);"
+        " ratio = postkontor / the other",
         "(the 'better' column says which direction of the ratio is good; 'per repeat' is the range of the",
         " ratios of the back-to-back pairs, a direct view of the noise)",
         "",
     ]
-    header = f"{'scenario':<46} {'Postfix':>10} {'postkontor':>11} {'ratio':>8}  {'better':<6}  {'per repeat':<13}"
     table: list[dict[str, Any]] = []
     for title, section in rows(cases):
         present = [row for row in section if row.key in results.cases]
         if not present:
             continue
+        reference = present[0].reference
+        header = f"{'scenario':<46} {reference:>10} {'postkontor':>11} {'ratio':>8}  {'better':<6}  {'per repeat':<13}"
         lines += [title, header, "-" * len(header)]
         for row in present:
-            pf = results.median(row.key, PF, row.metric)
+            pf = results.median(row.key, row.reference, row.metric)
             pk = results.median(row.key, PK, row.metric)
             ratio = pk / pf if pk is not None and pf else None
-            pairs = results.pair_ratios(row.key, row.metric)
+            pairs = results.pair_ratios(row.key, row.metric, row.reference)
             spread = f"{min(pairs):.2f}-{max(pairs):.2f}" if len(pairs) > 1 else ""
-            failed = {
-                name for name in (PF, PK) if any("error" in run for run in results.cases[row.key]["runs"].get(name, []))
-            }
+            runs = results.cases[row.key]["runs"]
+            failed = {name for name in (row.reference, PK) if any("error" in run for run in runs.get(name, []))}
             cells = [
-                _fmt(pf, row.unit) + ("!" if PF in failed else ""),
+                _fmt(pf, row.unit) + ("!" if row.reference in failed else ""),
                 _fmt(pk, row.unit) + ("!" if PK in failed else ""),
             ]
             shown_ratio = "-" if ratio is None else f"{ratio:.2f}x"
@@ -844,7 +1119,7 @@ def report(
                     "key": row.key,
                     "metric": row.metric,
                     "label": row.label,
-                    "postfix": pf,
+                    row.reference.lower(): pf,
                     "postkontor": pk,
                     "ratio": ratio,
                     "better": row.better,
@@ -886,6 +1161,7 @@ def report(
             }
         )
         lines.append("")
+    lines += imap_notes(results)
     goals = [evaluate(results, goal) for goal in GOALS]
     lines.append("Targets of the issue")
     for goal in goals:
@@ -944,18 +1220,25 @@ def environment(settings: Settings, bench: Bench) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "postfix": _version([POSTCONF, "-dh", "mail_version"]),
+        "dovecot": _version([dovecot.DOVECOT, "--version"]) if settings.dovecot else None,
         "postkontor_commit": _version(["git", "-C", str(repo), "describe", "--always", "--dirty"]),
         "postkontor_config": config,
         "settings": {**asdict(settings), "workdir": str(settings.workdir)},
     }
 
 
-def _check_prerequisites() -> None:
-    missing = [path for path in (POSTFIX, POSTCONF, SMTP_SOURCE, SMTP_SINK) if not Path(path).exists()]
-    if missing:
-        raise SystemExit(f"bench: missing {', '.join(missing)} (install Debian's postfix package)")
-    if os.geteuid() != 0:
-        raise SystemExit("bench: run as root (a private Postfix instance needs it)")
+def _check_prerequisites(scenarios: Sequence[str], dovecot_wanted: bool) -> None:
+    if any(name in POSTFIX_SCENARIOS for name in scenarios):
+        missing = [path for path in (POSTFIX, POSTCONF, SMTP_SOURCE, SMTP_SINK) if not Path(path).exists()]
+        if missing:
+            raise SystemExit(f"bench: missing {', '.join(missing)} (install Debian's postfix package)")
+        if os.geteuid() != 0:
+            raise SystemExit("bench: run as root (a private Postfix instance needs it)")
+    if dovecot_wanted:
+        if not dovecot.available():
+            raise SystemExit("bench: --imap-reference dovecot, but Dovecot is missing (apt-get install dovecot-imapd)")
+        if os.geteuid() != 0:
+            raise SystemExit("bench: run as root (a private Dovecot instance needs it)")
     if shutil.which("postkontor") is None:
         raise SystemExit("bench: postkontor is not installed (pip install -e .)")
 
@@ -976,9 +1259,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--port-base",
         type=int,
         default=41000,
-        help="postkontor on +25/+587/+465, Postfix +1025, smtp-sink +1026, Postfix relay +1027, "
-        "DNS +1053 (default 41000)",
+        help="postkontor on +25/+587/+465 (+143/+993 IMAP), Postfix +1025, smtp-sink +1026, Postfix relay +1027, "
+        "DNS +1053, Dovecot +1143/+1993 (default 41000)",
     )
+    parser.add_argument(
+        "--imap-reference",
+        choices=("auto", "dovecot", "none"),
+        default="auto",
+        help="what the IMAP scenarios compare with; auto: Dovecot if installed and running as root, not with --quick",
+    )
+    parser.add_argument("--imap-idle-sessions", type=int, help="IMAP IDLE sessions held at once (default 1,000)")
     parser.add_argument("--run-timeout", type=float, default=180.0, help="bound for one run, in seconds")
     args = parser.parse_args(argv)
     args.scenarios = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -987,20 +1277,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--only: unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.imap_idle_sessions is not None and args.imap_idle_sessions < 1:
+        parser.error("--imap-idle-sessions must be at least 1")
+    imap = any(name in ("imap", "imap-idle") for name in args.scenarios)
+    if args.imap_reference == "auto":
+        args.dovecot = imap and not args.quick and dovecot.available() and os.geteuid() == 0
+    else:
+        args.dovecot = imap and args.imap_reference == "dovecot"
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    _check_prerequisites()
+    _check_prerequisites(args.scenarios, args.dovecot)
     settings = Settings(
-        args.quick, args.repeats, args.workdir.resolve(), args.port_base, args.run_timeout, 0.2 if args.quick else 0.5
+        args.quick,
+        args.repeats,
+        args.workdir.resolve(),
+        args.port_base,
+        args.run_timeout,
+        0.2 if args.quick else 0.5,
+        args.dovecot,
+        args.imap_idle_sessions,
     )
     settings.workdir.mkdir(parents=True, exist_ok=True)
     json_path: Path = args.json or settings.workdir / "results.json"
     signal.signal(signal.SIGTERM, _terminate)
-    # 10,000 idle connections need as many descriptors here and in the server, which inherits this limit.
-    wanted = max(case.messages for case in plan(settings.quick)["idle"]) + 1000
+    # 10,000 idle connections need as many descriptors here and in the servers, which inherit this limit.
+    cases = plan(settings.quick, settings.imap_idle)
+    wanted = max(case.messages for case in cases["idle"] + cases["imap-idle"]) + 1000
     nofile = idle.raise_nofile(wanted)
     started = time.monotonic()
     fingerprint = source_fingerprint()
@@ -1012,7 +1317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in SCENARIOS:
                 if name in args.scenarios:
                     bench.log(f"== {name}")
-                    getattr(bench, f"scenario_{name}")()
+                    getattr(bench, f"scenario_{name.replace('-', '_')}")()
             meta = environment(settings, bench)
             meta["postkontor_source_sha256"] = fingerprint
             if source_fingerprint() != fingerprint:

@@ -1,4 +1,5 @@
-"""bench/run.py still runs end to end: Postfix and postkontor local delivery plus the smtp-sink ceiling, --quick.
+"""bench/run.py still runs end to end, --quick: Postfix and postkontor local delivery plus the smtp-sink ceiling;
+postkontor's IMAP server on a small mailbox and a few IDLE sessions (against Dovecot where it is installed).
 
 It checks that every figure is there and positive, never how fast anything is: a smoke test on a shared
 machine must not fail because the machine was busy. Deselect with `-m "not bench"`.
@@ -21,8 +22,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "bench" / "run.py"
 TOOLS = ("/usr/sbin/postfix", "/usr/sbin/postconf", "/usr/sbin/smtp-source", "/usr/sbin/smtp-sink")
-# Away from the full benchmark's default (41000), so that both can run at the same time.
+# Away from the full benchmark's default (41000), so that both can run at the same time; the IMAP run's ports
+# (IMAP_PORT_BASE + 25 ... + 1993) do not meet the other run's either.
 PORT_BASE = 43000
+IMAP_PORT_BASE = 43500
+DOVECOT = Path("/usr/sbin/dovecot")
 TIMEOUT = 240
 
 pytestmark = pytest.mark.bench
@@ -97,5 +101,46 @@ def test_quick_benchmark_reports_every_figure() -> None:
         assert targets["local/1k/s10/reuse"]["status"] in ("PASS", "MISS")
         assert targets["idle"]["status"] == "n/a"  # not selected
         assert document["meta"]["postfix"]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_quick_imap_benchmark_reports_every_figure() -> None:
+    """The imap and imap-idle scenarios (RFC 9051 SELECT/FETCH/SEARCH/STORE, RFC 2177 IDLE) run and report."""
+    dovecot = DOVECOT.exists() and os.geteuid() == 0
+    workdir = Path(tempfile.mkdtemp(prefix="pkbench-imap-smoke-", dir="/tmp"))
+    try:
+        result_file = workdir / "results.json"
+        args = ["--quick", "--repeats", "1", "--only", "imap,imap-idle", "--workdir", str(workdir)]
+        args += ["--imap-reference", "dovecot" if dovecot else "none", "--port-base", str(IMAP_PORT_BASE)]
+        code, output = _run([*args, "--json", str(result_file)])
+        assert code == 0, output[-4000:]
+        for heading in ("IMAP, one IMAPS session", "sessions held at once", "Targets of the issue"):
+            assert heading in output, f"{heading!r} missing from:\n{output[-4000:]}"
+
+        document = json.loads(result_file.read_text())
+        assert not document["errors"]
+        servers = ("postkontor", "Dovecot") if dovecot else ("postkontor",)
+        imap = document["cases"]["imap"]["runs"]
+        for server in servers:
+            for command in ("select", "fetch_cold", "fetch_warm", "search_from", "search_body", "store"):
+                _positive(imap, server, f"{command}_s")
+            for run in imap[server]:
+                assert run["messages"] == 200
+                assert run["store_responses"] == 200
+                for name in ("from", "subject", "unseen", "body"):
+                    assert run[f"search_{name}_hits"] == run[f"search_{name}_expected"] > 0, (server, name)
+                # Counted with strace, which a container may forbid; then the reason is recorded instead.
+                assert "warm_fetch_message_opens" in run or run["warm_fetch_opens_error"]
+        held = document["cases"]["imap-idle"]["runs"]
+        for server in servers:
+            for stage in ("plain", "tls", "idle"):
+                assert all(run[f"{stage}_connections"] == 20 for run in held[server]), (server, stage)
+            _positive(held, server, "idle_open_s")
+            assert all(run["idle_wake_woken"] >= 1 for run in held[server]), server
+        assert all(run["idle_smtp_wake_woken"] >= 1 for run in held["postkontor"])
+        targets = {target["key"]: target for target in document["targets"]}
+        assert targets["imap"]["status"] in ("PASS", "MISS")
+        assert targets["local/1k/s10/reuse"]["status"] == "n/a"  # not selected
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
