@@ -453,3 +453,24 @@ def test_dkimpy_command_line_verifies_our_signature(keys: DomainKeys, store: Key
         tampered = signed.replace(b"hungry", b"angry")
         done = subprocess.run(command, input=tampered, capture_output=True, env=env, timeout=60, check=False)
         assert done.returncode == 1
+
+
+def test_openssl_rsa_signer_gives_dkimpys_exact_signature() -> None:
+    """RSASSA-PKCS1-v1_5 (RFC 8017 §8.2) is deterministic: OpenSSL's signature equals dkimpy's pure-Python one."""
+    import hashlib
+
+    import dkim.crypto  # type: ignore[import-untyped]
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
+
+    from postkontor.mailauth.dkim import _openssl_rsa_sign
+
+    key = rsa_keys.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    parsed = dkim.crypto.parse_pem_private_key(pem)
+    for text in (b"", b"header hash input", bytes(range(256))):
+        digest = dkim.HashThrough(hashlib.sha256(text))
+        expected = dkim.crypto.RSASSA_PKCS1_v1_5_sign(dkim.HashThrough(hashlib.sha256(text)), parsed)
+        assert _openssl_rsa_sign(digest, parsed) == expected
