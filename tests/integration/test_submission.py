@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import smtplib
 import sqlite3
+import time
 import uuid
 
 import pytest
@@ -45,8 +46,14 @@ def test_rfc6409_submission_local_and_remote(server: DevServer) -> None:
         smtp.sendmail(DEMO, [DEMO, "friend@remote.test", "other@remote.test"], _message(subject))
     found = server.find(subject)
     assert len(found) == 1 and b"with ESMTPSA" in found[0]
-    queued = _queued(server)
-    recipients = {r for _, r in queued}
+    # The spool materialises the mailbox copy and the queue rows one after the other: wait for both.
+    deadline = time.monotonic() + 10
+    while True:
+        queued = _queued(server)
+        recipients = {r for _, r in queued}
+        if {"friend@remote.test", "other@remote.test"} <= recipients or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert {"friend@remote.test", "other@remote.test"} <= recipients
     ids = {i for i, r in queued if r in ("friend@remote.test", "other@remote.test")}
     assert len(ids) == 1, "one queued message for both remote recipients"

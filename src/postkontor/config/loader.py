@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from postkontor.config.model import (
+    AuthConfig,
     Config,
     DeliveryConfig,
     LimitsConfig,
@@ -192,6 +193,11 @@ class _Reader:
             raise self.error(key, f"expected {wanted}, got {_show(value)}")
         return value
 
+    def boolean(self, value: object, key: _KeyPath) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_show(value)}")
+        return value
+
     def seconds(self, value: object, key: _KeyPath) -> float:
         number = math.nan
         if isinstance(value, float):
@@ -212,7 +218,18 @@ class _Reader:
 
 # --- the schema ---------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("hostname", "dns", "workers", "tls", "listener", "limits", "timeouts", "delivery", "outbound")
+_TOP_KEYS = (
+    "hostname",
+    "dns",
+    "workers",
+    "tls",
+    "listener",
+    "limits",
+    "timeouts",
+    "delivery",
+    "outbound",
+    "auth",
+)
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -242,14 +259,17 @@ def normalize_nameserver(text: str) -> str | None:
 
 
 def _section(reader: _Reader, raw: Mapping[str, Any], name: str, cls: type[Any]) -> Any:
-    """[limits], [timeouts], [outbound]: every field optional and typed by its default, so new fields need no code."""
+    """[limits], [timeouts], [outbound], [auth]: every field optional and typed by its default, so new fields need
+    no code."""
     if name not in raw:
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
     table = reader.table(raw[name], (name,), fields)
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if isinstance(fields[key].default, float):
+        if isinstance(fields[key].default, bool):
+            values[key] = reader.boolean(value, (name, key))
+        elif isinstance(fields[key].default, float):
             values[key] = reader.seconds(value, (name, key))
         else:
             values[key] = reader.integer(value, (name, key), 1)
@@ -378,6 +398,7 @@ def parse_config(text: str, *, source: Path, data_dir: Path) -> Config:
         timeouts=_section(reader, raw, "timeouts", TimeoutsConfig),
         delivery=_delivery(reader, raw),
         outbound=_section(reader, raw, "outbound", OutboundConfig),
+        auth=_section(reader, raw, "auth", AuthConfig),
         dns_servers=tuple(dns),
         workers=workers,
         source=source,
@@ -454,6 +475,14 @@ _EXPLAIN_OUTBOUND: dict[str, str] = {
     "data_init_timeout": "seconds to wait for the 354 after DATA (2 minutes)",
     "data_block_timeout": "seconds a block of message data may take to send (3 minutes)",
     "data_end_timeout": "seconds to wait for the reply after the end of data (10 minutes)",
+}
+
+_EXPLAIN_AUTH: dict[str, str] = {
+    "checks": "check SPF, DKIM, DMARC and ARC of mail arriving at the MX (never of authenticated submission)",
+    "dmarc_reject": "refuse mail failing a DMARC p=reject policy (550 5.7.1); false: deliver it to Junk instead",
+    "dkim_verify_max_size": "messages larger than this (octets) are not DKIM-verified (dkim=neutral)",
+    "timeout": "seconds each check may take before it counts as a temporary error (which never rejects)",
+    "dkim_sign": "DKIM-sign mail of local domains that have keys (submission, forwards); ARC-seal forwards",
 }
 
 _LISTENER_NOTES = {
@@ -536,4 +565,10 @@ def render_config(
     out += _commented_defaults(DeliveryConfig)
     out += ["", "# The outbound queue: retries, bounces, connection limits and SMTP client timeouts.", "[outbound]"]
     out += _commented_defaults(OutboundConfig, _EXPLAIN_OUTBOUND)
+    out += [
+        "",
+        "# Message authentication: SPF, DKIM, DMARC and ARC checks on the MX, DKIM signing and ARC sealing.",
+        "[auth]",
+    ]
+    out += _commented_defaults(AuthConfig, _EXPLAIN_AUTH)
     return "\n".join(out) + "\n"

@@ -26,7 +26,7 @@ class ListenerKind(enum.StrEnum):
 
     @property
     def protocol(self) -> str:
-        """"smtp", "imap" or "pop3": which server speaks on this port."""
+        """ "smtp", "imap" or "pop3": which server speaks on this port."""
         return _PROTOCOLS[self]
 
     @property
@@ -119,6 +119,19 @@ class OutboundConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Message authentication (RFC 7208 SPF, RFC 6376 DKIM, RFC 7489 DMARC, RFC 8617 ARC, RFC 8601 results).
+
+    The checks run on the MX listener only, never for authenticated submission."""
+
+    checks: bool = True  # SPF, DKIM, DMARC and ARC on mail arriving at the MX, recorded in Authentication-Results
+    dmarc_reject: bool = True  # p=reject failures get 550 5.7.1; false: delivered to Junk like p=quarantine
+    dkim_verify_max_size: int = 10 * 1024 * 1024  # octets; larger messages are not DKIM-verified (dkim=neutral)
+    timeout: float = 10.0  # seconds each check (SPF; DKIM+ARC+DMARC) may take; then temperror, never a reject
+    dkim_sign: bool = True  # sign submitted and forwarded mail of local domains that have keys; ARC-seal forwards
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     hostname: str
@@ -128,6 +141,7 @@ class Config:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     dns_servers: tuple[str, ...] = ()  # "HOST:PORT" or "HOST"; empty means the system resolver
     workers: int = 0  # server processes sharing the listening sockets; 0 = one per CPU core
     source: Path | None = None  # the file this was loaded from, for messages

@@ -24,9 +24,11 @@ from postkontor.config.model import Config, ListenerConfig
 from postkontor.delivery.local import Materializer
 from postkontor.delivery.remote import RemoteDelivery
 from postkontor.dns.resolver import MailResolver
+from postkontor.mailauth.keys import KeyStore
 from postkontor.queue.runner import QueueRunner
 from postkontor.queue.store import QueueStore
 from postkontor.server.accept import Acceptor
+from postkontor.server.authcheck import AuthDNS, MailAuth
 from postkontor.server.imap.connection import IMAPConnection
 from postkontor.server.mailboxes import MailboxHub
 from postkontor.server.pop3 import POP3Connection
@@ -116,6 +118,15 @@ class MailServer:
             log.info("recovered %d message(s) from the spool journal", self.recovered)
         spool.start()
         limits = config.limits
+        # The checks' own resolver: a shorter lifetime per query than the queue's, so one slow zone cannot hold a
+        # session beyond [auth] timeout; its TTL cache is per worker, like the queue's.
+        auth = MailAuth(
+            config.auth,
+            hostname=config.hostname,
+            dns=AuthDNS(MailResolver(config.dns_servers, timeout=min(5.0, config.auth.timeout))),
+            keys=KeyStore(config.data_dir),
+            is_local_domain=accounts.is_local_domain,
+        )
         self._services = Services(
             config=config,
             accounts=accounts,
@@ -126,6 +137,7 @@ class MailServer:
             ip_throttle=self._shared.ip_throttle,
             account_throttle=self._shared.account_throttle,
             postmaster_domain=_postmaster_domain(config, accounts.list_domains()),
+            auth=auth,
         )
         loop = asyncio.get_running_loop()
         if self.worker == 0:

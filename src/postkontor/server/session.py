@@ -4,6 +4,11 @@ MX (RFC 5321): anyone may send to local recipients; everything else is relaying 
 whatever the address form. Submission (RFC 6409, RFC 8314): the engine already demands AUTH before MAIL; the
 sender must be one of the account's own addresses (RFC 6409 §6.1), and any recipient is accepted: local ones
 are delivered, remote ones go to the outbound queue.
+
+Message authentication (`authcheck`): on the MX, SPF starts at the first accepted RCPT and DKIM/ARC/DMARC run at
+the end of DATA, before the spool; a DMARC p=reject failure is refused there, the local copies get our
+Authentication-Results, quarantined ones land in Junk, copies forwarded by an alias are DKIM-signed and ARC-sealed.
+Submitted mail is DKIM-signed for its local domain.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from dataclasses import dataclass, field
 
 from postkontor.auth.passwords import PasswordHasher
 from postkontor.config.model import Config, ListenerKind
+from postkontor.mailauth.spf import SPFResult
 from postkontor.message.address import Address
 from postkontor.message.trace import TraceInfo, count_received, received_header, with_protocol
 from postkontor.policy.throttle import FailureThrottle
 from postkontor.protocol.smtp import AuthRequest, MailFrom, MailParams, MessageReceived, RcptTo, Reply
+from postkontor.server.authcheck import JUNK, InboundVerdict, MailAuth, strip_forged
 from postkontor.server.login import LoginResult, check_password
 from postkontor.spool.journal import LocalTarget, RemoteTarget, SpoolMessage
 from postkontor.spool.spool import Spool, SpoolError
@@ -80,6 +87,7 @@ class Services:
     ip_throttle: FailureThrottle
     account_throttle: FailureThrottle
     postmaster_domain: str
+    auth: MailAuth | None = None  # None: no authentication checks or signatures (unit-test harnesses)
 
 
 @dataclass
@@ -97,12 +105,33 @@ class SessionPolicy:
     sender: str = ""
     mail_params: MailParams = field(default_factory=MailParams)
     recipients: list[_Recipient] = field(default_factory=list)
+    helo: str = ""
+    _spf: asyncio.Task[SPFResult] | None = None
+
+    @property
+    def _checks(self) -> MailAuth | None:
+        """The inbound checks, if they apply: MX sessions only (this listener has no AUTH)."""
+        auth = self.services.auth
+        if auth is None or self.kind is not ListenerKind.MX or not auth.config.checks:
+            return None
+        return auth
+
+    def close(self) -> None:
+        """The session ended: an SPF check still running is of no use to anyone."""
+        self._drop_spf()
+
+    def _drop_spf(self) -> None:
+        if self._spf is not None:
+            self._spf.cancel()
+            self._spf = None
 
     # --- MAIL -------------------------------------------------------------------------------------------------
-    def mail_from(self, event: MailFrom, authenticated: str | None) -> Reply:
+    def mail_from(self, event: MailFrom, authenticated: str | None, helo: str = "") -> Reply:
         self.recipients = []
         self.sender = "" if event.sender is None else str(event.sender)
         self.mail_params = event.params
+        self.helo = helo
+        self._drop_spf()  # a new transaction: the previous one's check is for another sender
         submitted = self.kind is not ListenerKind.MX and authenticated is not None
         if submitted and event.sender is not None and not self._owns(authenticated or "", event.sender):
             return Reply(553, "5.7.1", f"Sender address <{event.sender}> is not owned by user {authenticated}")
@@ -149,6 +178,10 @@ class SessionPolicy:
         orcpt = event.params.orcpt or f"rfc822;{address}"
         forwards = tuple(RemoteTarget(target, orcpt, event.params.notify) for target in resolution.remote)
         self.recipients.append(_Recipient(address, resolution, remote=forwards))
+        checks = self._checks
+        if checks is not None and self._spf is None:
+            # RFC 7208 §2.4: checked from the first accepted recipient on, while the client sends the message.
+            self._spf = checks.start_spf(self.client_ip, self.sender, self.helo)
         return OK_RECIPIENT
 
     async def _quota(self, mailbox: Mailbox) -> tuple[int, int]:
@@ -191,20 +224,60 @@ class SessionPolicy:
             tls=tls,
             recipient=self.recipients[0].address if len(self.recipients) == 1 else None,
         )
-        message = SpoolMessage(
-            spool_id=spool_id,
-            received=now,
-            sender=self.sender,
-            local=tuple(LocalTarget(m.domain, m.localpart) for m in mailboxes),
-            remote=tuple(remote.values()),
-            data=received_header(trace) + event.data,
-            smtputf8=self.mail_params.smtputf8,
-            body_8bit=self.mail_params.body == "8BITMIME",
-            envid=self.mail_params.envid,
-            ret=self.mail_params.ret,
-        )
+        received = received_header(trace)
+        folder: str | None = None
+        auth = self.services.auth
+        if auth is None:
+            local_data = forward_data = received + event.data
+        else:
+            content = strip_forged(event.data, auth.hostname)
+            checks = self._checks
+            verdict: InboundVerdict | None = None
+            if checks is not None:
+                verdict = await self._inbound_checks(checks, event.data, helo, spool_id)
+                if verdict is not None and verdict.disposition == "reject":
+                    return Reply(550, "5.7.1", verdict.reply_text)
+                if verdict is not None and verdict.disposition == "quarantine":
+                    folder = JUNK
+            if authenticated is not None:
+                signature = await auth.sign_submission(content, self.sender)
+                local_data = forward_data = b"".join((signature, received, content))
+            else:
+                # Our Authentication-Results goes to the local copies only: forwards carry it in their ARC set.
+                local_data = forward_data = b"".join((received, verdict.header if verdict else b"", content))
+                if remote:
+                    forward_data = received + content
+                    forward_data = await auth.forward_headers(forward_data, self._forwarding_domain(), verdict) + (
+                        forward_data
+                    )
+        local = tuple(LocalTarget(m.domain, m.localpart, folder) for m in mailboxes)
+        remote_targets = tuple(remote.values())
+        parts = [(local, remote_targets, local_data)]
+        if local and remote_targets and local_data is not forward_data and local_data != forward_data:
+            parts = [(local, (), local_data), ((), remote_targets, forward_data)]
+        elif not local:
+            parts = [((), remote_targets, forward_data)]
+        messages = [
+            SpoolMessage(
+                spool_id=spool_id if index == 0 else new_spool_id(now),
+                received=now,
+                sender=self.sender,
+                local=targets,
+                remote=forwards,
+                data=data,
+                smtputf8=self.mail_params.smtputf8,
+                body_8bit=self.mail_params.body == "8BITMIME",
+                envid=self.mail_params.envid,
+                ret=self.mail_params.ret,
+            )
+            for index, (targets, forwards, data) in enumerate(parts)
+        ]
         try:
-            await self.services.spool.accept(message)
+            if len(messages) == 1:
+                await self.services.spool.accept(messages[0])
+            else:
+                # Both copies in one journal batch (one fsync): each accept() queues its message before any await.
+                await asyncio.gather(*(self.services.spool.accept(message) for message in messages))
         except SpoolError as exc:
             log.error("message from <%s> not accepted: %s", self.sender, exc)
             return NO_STORAGE
@@ -212,12 +285,36 @@ class SessionPolicy:
             "accepted %s from=<%s> size=%d local=%d remote=%d client=%s",
             spool_id,
             self.sender,
-            len(message.data),
+            len(local_data),
             len(mailboxes),
             len(remote),
             self.client_ip,
         )
         return Reply(250, "2.0.0", f"Ok: queued as {spool_id}")
+
+    async def _inbound_checks(self, checks: MailAuth, data: bytes, helo: str, spool_id: str) -> InboundVerdict | None:
+        spf_task, self._spf = self._spf, None
+        try:
+            spf = await spf_task if spf_task is not None else await checks.spf(self.client_ip, self.sender, helo)
+            verdict = await checks.inbound(data, client_ip=self.client_ip, helo=helo, sender=self.sender, spf=spf)
+        except Exception:
+            # A bug in a check must not lose or refuse mail: it is delivered without our results.
+            log.exception("authentication checks of %s failed", spool_id)
+            return None
+        if verdict.disposition != "accept":
+            log.info(
+                "DMARC %s for %s from=<%s> client=%s: %s",
+                verdict.disposition,
+                spool_id,
+                self.sender,
+                self.client_ip,
+                verdict.summary,
+            )
+        return verdict
+
+    def _forwarding_domain(self) -> str:
+        """The domain whose alias forwards the message: it signs (and seals) the remote copies."""
+        return next(r.address.rpartition("@")[2] for r in self.recipients if r.remote)
 
     # --- AUTH -------------------------------------------------------------------------------------------------
     async def authenticate(self, event: AuthRequest) -> Reply:

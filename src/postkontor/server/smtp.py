@@ -167,6 +167,8 @@ class SMTPConnection(asyncio.Protocol):
         except Exception:
             log.exception("SMTP session with %s failed", self.client_ip)
         finally:
+            if self.policy is not None:
+                self.policy.close()
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.close()
             self.server.forget(self)
@@ -231,7 +233,7 @@ class SMTPConnection(asyncio.Protocol):
         policy = self.policy
         assert policy is not None
         if isinstance(event, MailFrom):
-            return policy.mail_from(event, engine.authenticated)
+            return policy.mail_from(event, engine.authenticated, engine.helo or "")
         if isinstance(event, RcptTo):
             return await policy.rcpt_to(event)
         if isinstance(event, MessageReceived):
