@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 from cli_run import fails, run
 from loopback_dns import dns_server
+from zonefile import zone_from
 
 from postkontor.admin.dev import prepare_dev
-
-Zone = dict[tuple[str, str], list[str]]
-_RECORD = re.compile(r"(?P<name>\S+)\. (?P<ttl>\d+) IN (?P<type>[A-Z]+) (?P<data>.+)")
 
 
 def ok(data: Path, *args: str) -> str:
@@ -22,24 +20,6 @@ def ok(data: Path, *args: str) -> str:
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     return result.stdout
-
-
-def zone_from(output: str) -> Zone:
-    """Every record line of `postkontor dns` (and the PTR it suggests in a comment) as the loopback zone."""
-    zone: Zone = {}
-    for line in output.splitlines():
-        if line.startswith(";") and " IN PTR " in line:
-            line = line.lstrip("; ")
-        match = _RECORD.fullmatch(line)
-        if match is None:
-            assert not line or line.startswith(";"), line  # nothing but records and comments
-            continue
-        zone.setdefault((match["name"].lower(), match["type"]), []).append(match["data"])
-    # The loopback server does not chase CNAMEs; a recursive resolver would hand out the target's address.
-    for (name, rtype), values in list(zone.items()):
-        if rtype == "CNAME":
-            zone[name, "A"] = zone[values[0].rstrip(".").lower(), "A"]
-    return zone
 
 
 def selectors(output: str) -> set[str]:

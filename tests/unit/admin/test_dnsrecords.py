@@ -183,7 +183,16 @@ def test_domain_records_from_config_and_key_store(tmp_path: Path) -> None:
     assert [record.name for record in plan.dkim_records()] == [item.name for item in store.dns_records("example.com")]
 
 
-@given(st.text(alphabet=string.printable.replace("\n", "").replace("\r", ""), max_size=1200))
+# dnslib's zone parser takes "(" and ")" as RFC 1035 §5.1 line grouping even inside quotes (BIND does not):
+# they are left out here and checked by hand below. No record we print contains one.
+_TXT_ALPHABET = string.printable.replace("\n", "").replace("\r", "").replace("(", "").replace(")", "")
+
+
+def test_txt_data_keeps_parentheses_inside_the_quotes() -> None:
+    assert txt_data("a(b)c") == '"a(b)c"'
+
+
+@given(st.text(alphabet=_TXT_ALPHABET, max_size=1200))
 def test_txt_data_round_trips_through_a_zone_parser(value: str) -> None:
     """RFC 1035 §3.3.14/§5.1: quoted character-strings of at most 255 octets, escapes kept, joined = the value."""
     data = txt_data(value)
