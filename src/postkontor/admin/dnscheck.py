@@ -20,22 +20,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.nameserver
-import dns.rdatatype
-import dns.resolver
-from dns.rdtypes.IN.SRV import SRV
-
 from postkontor.admin.dnsrecords import DomainRecords, ServiceRecord, mta_sts_policy, policy_id
 from postkontor.dns.resolver import (
     DNSError,
-    DNSNameNotFound,
     DNSPermanentError,
     DNSTemporaryError,
-    MailResolver,
-    parse_nameserver,
 )
 from postkontor.mailauth.dmarc import discover
 from postkontor.mailauth.keys import DKIMRecord
@@ -46,7 +35,6 @@ __all__ = [
     "EXIT_UNKNOWN",
     "EXIT_WRONG",
     "CheckLookup",
-    "CheckResolver",
     "Finding",
     "check_domain",
     "exit_status",
@@ -79,50 +67,6 @@ class Finding:
     required: bool
     what: str
     detail: str
-
-
-class CheckResolver:
-    """MailResolver for everything it knows, plus SRV queries to the same nameservers (RFC 6186 §3)."""
-
-    def __init__(self, servers: tuple[str, ...], *, timeout: float = 10.0) -> None:
-        self._mail = MailResolver(servers, timeout=timeout)
-        self._servers = tuple(parse_nameserver(server) for server in servers)
-        self._timeout = timeout
-
-    async def lookup(self, name: str, rdtype: str) -> list[str]:
-        if rdtype != "SRV":
-            return await self._mail.lookup(name, rdtype)
-        return await self._srv(name)
-
-    async def _srv(self, name: str) -> list[str]:
-        if self._servers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in self._servers]
-        else:
-            try:
-                resolver = dns.asyncresolver.Resolver()
-            except (dns.exception.DNSException, OSError) as exc:
-                raise DNSTemporaryError(f"no usable system resolver configuration: {exc}") from exc
-        resolver.lifetime = self._timeout
-        label = f"{name}/SRV"
-        try:
-            qname = dns.name.from_text(name.rstrip(".") + ".")
-            answer = await resolver.resolve(qname, dns.rdatatype.SRV, raise_on_no_answer=False, search=False)
-        except dns.resolver.NXDOMAIN as exc:
-            raise DNSNameNotFound(f"{label}: no such domain (NXDOMAIN)") from exc
-        except dns.resolver.NoNameservers as exc:
-            raise DNSTemporaryError(f"{label}: server failure") from exc
-        except dns.exception.Timeout as exc:
-            raise DNSTemporaryError(f"{label}: timeout, no answer from the nameservers") from exc
-        except (dns.exception.DNSException, OSError) as exc:
-            raise DNSTemporaryError(f"{label}: {exc.__class__.__name__}: {exc}") from exc
-        if answer.rrset is None:
-            return []
-        return [
-            f"{rdata.priority} {rdata.weight} {rdata.port} {rdata.target.to_text(omit_final_dot=True).lower()}"
-            for rdata in answer
-            if isinstance(rdata, SRV)
-        ]
 
 
 # ----------------------------------------------------------------------------------------------------- helpers

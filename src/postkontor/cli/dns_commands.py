@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 
 from postkontor.admin.datadir import AdminError, open_accounts
-from postkontor.admin.dnscheck import CheckResolver, check_domain, exit_status, finding_line, summary_line
+from postkontor.admin.dnscheck import check_domain, exit_status, finding_line, summary_line
 from postkontor.admin.dnsrecords import DomainRecords, domain_records, txt_data, zone_lines
 from postkontor.config.model import Config
-from postkontor.dns.resolver import parse_nameserver
+from postkontor.dns.resolver import MailResolver, parse_nameserver
 from postkontor.mailauth.keys import KeyStore
 from postkontor.store.sqlite_accounts import normalize_domain
 
@@ -83,7 +83,7 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
     plan = domain_records(config, domain)
     via = ", ".join(servers) if servers else "the system resolver"
     print(f"checking {domain} (mail host {plan.hostname}) via {via}", flush=True)
-    findings = asyncio.run(check_domain(plan, CheckResolver(servers, timeout=args.timeout)))
+    findings = asyncio.run(check_domain(plan, MailResolver(servers, timeout=args.timeout)))
     for finding in findings:
         print(finding_line(finding))
     print(summary_line(domain, findings))

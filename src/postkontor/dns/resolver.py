@@ -27,6 +27,7 @@ from dns.rdtypes.ANY.PTR import PTR
 from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
+from dns.rdtypes.IN.SRV import SRV
 
 __all__ = [
     "LOOKUP_TYPES",
@@ -44,7 +45,7 @@ DEFAULT_PORT: Final = 53
 _PER_SERVER_TIMEOUT: Final = 2.0
 _CACHE_ENTRIES: Final = 10_000
 # The record types `MailResolver.lookup` answers, as the strings callers name them by.
-LOOKUP_TYPES: Final = frozenset({"A", "AAAA", "MX", "PTR", "TXT"})
+LOOKUP_TYPES: Final = frozenset({"A", "AAAA", "MX", "PTR", "TXT", "SRV"})
 
 
 class DNSError(Exception):
@@ -226,7 +227,8 @@ class MailResolver:
         """The records of one type at `name`, as text, for the authentication checks (SPF, DMARC).
 
         `rdtype` is one of LOOKUP_TYPES. TXT records come with their character-strings joined (RFC 7208 §3.3),
-        A/AAAA as addresses, MX as exchange names by preference (a null MX's "." is left out), PTR as host names;
+        A/AAAA as addresses, MX as exchange names by preference (a null MX's "." is left out), PTR as host names,
+        SRV as "PRIORITY WEIGHT PORT TARGET";
         names are lower case without the final dot. The outcomes SPF's void-lookup limit (RFC 7208 §4.6.4) needs
         are kept apart: [] is NODATA, DNSNameNotFound is NXDOMAIN, any other DNSPermanentError an impossible
         name, DNSTemporaryError SERVFAIL or a timeout. Answers come from the same TTL cache as everything else.
@@ -243,4 +245,10 @@ class MailResolver:
             return [_host(rdata.exchange) for rdata in records if rdata.exchange != dns.name.root]
         if rdtype == "PTR":
             return [_host(rdata.target) for rdata in answer if isinstance(rdata, PTR)]
+        if rdtype == "SRV":  # "PRIORITY WEIGHT PORT TARGET" (RFC 2782), for `postkontor check` (RFC 6186)
+            return [
+                f"{rdata.priority} {rdata.weight} {rdata.port} {_host(rdata.target)}"
+                for rdata in answer
+                if isinstance(rdata, SRV)
+            ]
         return [str(rdata) for rdata in answer if isinstance(rdata, A | AAAA)]
