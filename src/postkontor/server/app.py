@@ -225,6 +225,10 @@ class MailServer:
                 remote.append(RemoteTarget(address))
         if not local and not remote:
             return
+        auth = self.services.auth
+        if remote and auth is not None:
+            # What leaves for other servers is DKIM-signed, bounces included (they come from our domain).
+            data = await auth.sign_as(data, self.services.postmaster_domain) + data
         now = time.time()
         message = SpoolMessage(
             spool_id=new_spool_id(now),

@@ -284,6 +284,15 @@ async def test_rfc6376_submission_is_signed_by_the_local_author_domain(keystore:
     assert await off.sign_submission(_message(), "alice@a.example") == b""
 
 
+async def test_rfc6376_a_dsn_from_the_hostname_is_signed_by_its_local_domain(keystore: KeyStore) -> None:
+    """Bounces leave as MAILER-DAEMON@<hostname>: signed with the postmaster domain's keys (relaxed alignment)."""
+    auth = _auth(keystore, FakeDNS(_zone(keystore)))
+    dsn = _message("MAILER-DAEMON@mail.a.example")
+    signature = await auth.sign_as(dsn, "a.example")
+    assert signature.count(b"DKIM-Signature:") == 2 and b"d=a.example;" in signature
+    assert await auth.sign_as(dsn, "elsewhere.example") == b""
+
+
 async def test_rfc8617_forward_is_signed_and_sealed(keystore: KeyStore) -> None:
     dns = FakeDNS(_zone(keystore))
     auth = _auth(keystore, dns)
