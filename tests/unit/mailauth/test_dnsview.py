@@ -46,7 +46,7 @@ async def test_rfc7208_s4_6_4_void_and_temporary_outcomes(address: str) -> None:
     with pytest.raises(DNSTemporaryError):
         await resolver.lookup("broken.test", "A")
     with pytest.raises(ValueError):
-        await resolver.lookup("host.test", "SRV")
+        await resolver.lookup("host.test", "NAPTR")
 
 
 def test_valid_domain() -> None:
