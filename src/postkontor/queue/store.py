@@ -80,6 +80,15 @@ CREATE INDEX IF NOT EXISTS recipients_unreported ON recipients(message_id)
     WHERE status IN ('delivered', 'failed') AND reported = 0;
 """
 
+# Ids of removed messages, kept for a day. The spool drops a journal segment only seconds after its messages were
+# queued; a message delivered and removed within those seconds is replayed after a crash, and without this record
+# it would be queued and sent a second time (docs/architecture.md promises replay never duplicates a message).
+_TOMBSTONES = """
+CREATE TABLE IF NOT EXISTS removed (id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS removed_at ON removed(at);
+"""
+TOMBSTONE_SECONDS = 86400.0
+
 # Columns that the first, pre-release layout of schema 1 lacked; such a database is upgraded in place.
 _DRAFT_UPGRADE = """
 ALTER TABLE messages ADD COLUMN smtputf8 INTEGER NOT NULL DEFAULT 0;
@@ -270,17 +279,19 @@ class QueueStore:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise QueueError(f"the queue database schema is version {version}; this postkontor knows 1")
-        if version == SCHEMA_VERSION and self._has_current_layout():
-            return
-        with self._write():
-            if int(conn.execute("PRAGMA user_version").fetchone()[0]) == 0:
-                self._run_script(_SCHEMA)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif not self._has_current_layout():
-                self._run_script(_DRAFT_UPGRADE)
-                self._run_script(_SCHEMA)
-                conn.execute(_DRAFT_COPY)
-                conn.execute("DROP TABLE recipients_draft")
+        if not (version == SCHEMA_VERSION and self._has_current_layout()):
+            with self._write():
+                if int(conn.execute("PRAGMA user_version").fetchone()[0]) == 0:
+                    self._run_script(_SCHEMA)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif not self._has_current_layout():
+                    self._run_script(_DRAFT_UPGRADE)
+                    self._run_script(_SCHEMA)
+                    conn.execute(_DRAFT_COPY)
+                    conn.execute("DROP TABLE recipients_draft")
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'removed'").fetchone() is None:
+            with self._write():
+                self._run_script(_TOMBSTONES)
 
     def _has_current_layout(self) -> bool:
         return any(row[1] == "domain" for row in self._conn.execute("PRAGMA table_info(recipients)"))
@@ -341,6 +352,8 @@ class QueueStore:
                 if repair and not self._file_complete(message.message_id, len(message.data)):
                     self._write_message(message.message_id, message.data, sync)
                 continue
+            if repair and self._was_removed(message.message_id):
+                continue  # delivered (or bounced, or removed by hand) before the crash: replay must not revive it
             # The file first: a committed row must never point at a missing message.
             self._write_message(message.message_id, message.data, sync)
             fresh.append((message, unique))
@@ -381,6 +394,17 @@ class QueueStore:
                     ],
                 )
         return inserted
+
+    def _was_removed(self, message_id: str) -> bool:
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM removed WHERE id = ?", (message_id,)).fetchone() is not None
+
+    @staticmethod
+    def _tombstone(conn: sqlite3.Connection, message_ids: Collection[str]) -> None:
+        """Remember removed ids (in the removing transaction) and forget those older than TOMBSTONE_SECONDS."""
+        now = time.time()
+        conn.executemany("INSERT OR REPLACE INTO removed (id, at) VALUES (?, ?)", [(mid, now) for mid in message_ids])
+        conn.execute("DELETE FROM removed WHERE at < ?", (now - TOMBSTONE_SECONDS,))
 
     def _file_complete(self, message_id: str, size: int) -> bool:
         try:
@@ -480,6 +504,7 @@ class QueueStore:
             )
             if remove_if_finished and conn.execute(_FINISHED + " AND m.id = ?", (message_id,)).fetchone():
                 conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+                self._tombstone(conn, [message_id])
                 removed = True
         if removed:
             self._unlink(message_id)
@@ -510,6 +535,7 @@ class QueueStore:
         _check_id(message_id)
         with self._write() as conn:
             conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            self._tombstone(conn, [message_id])
         self._unlink(message_id)
 
     def _unlink(self, message_id: str) -> None:
@@ -532,6 +558,8 @@ class QueueStore:
             else:
                 ids = [str(row[0]) for row in conn.execute(done + " AND m.id = ?", (message_id,))]
             conn.executemany("DELETE FROM messages WHERE id = ?", [(mid,) for mid in ids])
+            if ids:
+                self._tombstone(conn, ids)
         for mid in ids:
             self._unlink(mid)
         return ids
