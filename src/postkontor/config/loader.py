@@ -198,15 +198,17 @@ class _Reader:
             raise self.error(key, f"expected true or false, got {_show(value)}")
         return value
 
-    def seconds(self, value: object, key: _KeyPath) -> float:
+    def seconds(self, value: object, key: _KeyPath, *, zero: bool = False) -> float:
+        """A positive number of seconds; with `zero`, 0 too (for settings where 0 means "off")."""
         number = math.nan
         if isinstance(value, float):
             number = value
         elif isinstance(value, int) and not isinstance(value, bool):
             number = float(min(value, 10**15))  # float() of a huge TOML integer would overflow
-        if math.isfinite(number) and number > 0:
+        if math.isfinite(number) and (number > 0 or (zero and number == 0)):
             return number
-        raise self.error(key, f"expected a positive number (seconds), got {_show(value)}")
+        wanted = "a number of at least 0 (seconds, 0 = off)" if zero else "a positive number (seconds)"
+        raise self.error(key, f"expected {wanted}, got {_show(value)}")
 
     def file(self, value: object, key: _KeyPath) -> Path:
         text = self.string(value, key)
@@ -258,6 +260,10 @@ def normalize_nameserver(text: str) -> str | None:
     return str(address)
 
 
+# Seconds settings for which 0 is a valid value meaning "off" (all others must be positive).
+_ZERO_MEANS_OFF = frozenset({"greet_pause", "delay_warning_after"})
+
+
 def _section(reader: _Reader, raw: Mapping[str, Any], name: str, cls: type[Any]) -> Any:
     """[limits], [timeouts], [outbound], [auth]: every field optional and typed by its default, so new fields need
     no code."""
@@ -270,7 +276,7 @@ def _section(reader: _Reader, raw: Mapping[str, Any], name: str, cls: type[Any])
         if isinstance(fields[key].default, bool):
             values[key] = reader.boolean(value, (name, key))
         elif isinstance(fields[key].default, float):
-            values[key] = reader.seconds(value, (name, key))
+            values[key] = reader.seconds(value, (name, key), zero=key in _ZERO_MEANS_OFF)
         else:
             values[key] = reader.integer(value, (name, key), 1)
     return cls(**values)
@@ -449,6 +455,7 @@ _EXPLAIN: dict[str, str] = {
     "max_auth_failures": "failed logins per client address and per account within auth_failure_window",
     "auth_failure_window": "seconds over which failed logins are counted",
     "max_parallel_password_checks": "password hashes computed at once (each argon2 check takes memory)",
+    "greet_pause": "seconds the MX waits before its greeting; clients talking first get 554 (0 = off)",
     "command": "seconds to wait for the next command (RFC 5321 asks for at least 5 minutes)",
     "data": "seconds to wait for message data after DATA (RFC 5321 asks for at least 10 minutes)",
     "tls_handshake": "seconds a TLS handshake may take",

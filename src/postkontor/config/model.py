@@ -75,6 +75,9 @@ class LimitsConfig:
     max_auth_failures: int = 10  # per client IP and per account, within auth_failure_window
     auth_failure_window: float = 60.0  # seconds
     max_parallel_password_checks: int = 4  # bounds argon2 memory use
+    # Seconds the MX waits before its 220; a client that talks first gets 554 (Postfix postscreen's pregreet
+    # test). 0 = off: the pause delays every legitimate client too.
+    greet_pause: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+EARLY_TALKER = Reply(554, "5.5.0", "Protocol error: talked before the greeting")
 _HIGH_WATER = 64 * 1024  # unconsumed octets before reading pauses
 
 
@@ -80,8 +81,12 @@ class SMTPConnection(asyncio.Protocol):
         self._waiting = False
         self._timed_out = False
         self._deadline = 0.0
+        self._pending = 0  # octets of an unfinished command line at the last wait
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        # [limits] greet_pause: the pending greeting, and whether the client spoke before it (RFC 5321 §3.1).
+        self._pregreet: asyncio.TimerHandle | None = None
+        self._talked_early = False
 
     # --- asyncio.Protocol callbacks -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -99,10 +104,34 @@ class SMTPConnection(asyncio.Protocol):
             self.tls_info = describe(transport.get_extra_info("ssl_object"))
         self.engine = SMTPServerConnection(self.settings, tls_active=tls_active)
         self.policy = SessionPolicy(self.server.services, self.listener.kind, self.client_ip)
+        pause = self.server.config.limits.greet_pause
+        if pause > 0 and self.listener.kind is ListenerKind.MX:
+            # Spam bots pipeline their whole conversation without waiting for the 220 (postscreen's pregreet
+            # test). Only with a pause configured: it delays every legitimate client by as much.
+            self._pregreet = self._event_loop.call_later(pause, self._greet)
+            return
+        self._greet()
+
+    def _greet(self) -> None:
+        """Send the 220 and start the session, or end it if the client talked before the greeting."""
+        self._pregreet = None
+        if self._lost or self.engine is None or self.transport is None:
+            return
+        if self._talked_early:
+            log.info("early talker %s: sent data before the greeting", self.client_ip)
+            self.transport.write(EARLY_TALKER.to_bytes())
+            self.transport.close()
+            self.server.forget(self)
+            return
         self.engine.start()
         self._task = asyncio.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
+        if self._pregreet is not None:
+            # Dropped unread, and reading stops: the verdict is already made, the content is of no use.
+            self._talked_early = True
+            self._block_reading("pregreet")
+            return
         engine = self.engine
         if engine is not None:
             engine.receive_data(data)
@@ -121,6 +150,11 @@ class SMTPConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pregreet is not None:
+            # Gone before the greeting: no session task exists to tell the server.
+            self._pregreet.cancel()
+            self._pregreet = None
+            self.server.forget(self)
         self._wake.set()
         self._writable.set()
         if self._counted:
@@ -188,7 +222,16 @@ class SMTPConnection(asyncio.Protocol):
                 if self.server.stopping and not engine.in_data:
                     engine.shutdown(SHUTTING_DOWN)
                     continue
-                self._arm_timeout(timeouts.data if engine.in_data else timeouts.command)
+                if engine.in_data:
+                    self._arm_timeout(timeouts.data)
+                    self._pending = 0
+                else:
+                    # The command timeout is a deadline for the whole command line, not a timer restarted by each
+                    # octet: input that only lengthens an unfinished line keeps its deadline, so a client sending
+                    # one byte at a time (slowloris) is cut off like a silent one.
+                    pending = engine.buffered
+                    self._arm_timeout(timeouts.command, keep_deadline=0 < self._pending < pending)
+                    self._pending = pending
                 self._waiting = True
                 try:
                     await self._wake.wait()
@@ -209,9 +252,12 @@ class SMTPConnection(asyncio.Protocol):
             if reply is not None:
                 engine.send(reply)
 
-    def _arm_timeout(self, seconds: float) -> None:
-        """Time out the wait that follows unless input arrives within `seconds` (RFC 5321 §4.5.3.2)."""
-        self._deadline = deadline = self._event_loop.time() + seconds
+    def _arm_timeout(self, seconds: float, *, keep_deadline: bool = False) -> None:
+        """Time out the wait that follows unless input arrives within `seconds` (RFC 5321 §4.5.3.2), or at the
+        deadline set before with `keep_deadline`."""
+        if not keep_deadline:
+            self._deadline = self._event_loop.time() + seconds
+        deadline = self._deadline
         if self._timer is None or deadline < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -276,6 +322,14 @@ class SMTPConnection(asyncio.Protocol):
     def close_for_shutdown(self, force: bool) -> None:
         """Called by the server when stopping: idle sessions get 421 now; the rest when they finish or at the end."""
         if self.engine is None or self.transport is None:
+            return
+        if self._pregreet is not None:
+            self._pregreet.cancel()
+            self._pregreet = None
+            if not self._lost:
+                self.transport.write(SHUTTING_DOWN.to_bytes())
+                self.transport.close()
+            self.server.forget(self)
             return
         if force:
             if not self._lost:
