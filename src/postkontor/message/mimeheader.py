@@ -22,6 +22,9 @@ _PARAM = re.compile(r"""\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)""", re.S
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+# RFC 2231 §3 section number: ASCII digits (str.isdigit also takes "²", which int() refuses), and few of them
+# (int() refuses over 4300 digits).
+_SECTION = re.compile(r"[0-9]{1,9}", re.ASCII)
 _ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?=")
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _B64_JUNK = bytes(b for b in range(256) if b not in _B64_ALPHABET)
@@ -261,15 +264,16 @@ def _rfc2231(raw: list[tuple[str, str]]) -> list[tuple[str, str]]:
     pieces: dict[str, dict[int, tuple[str, bool]]] = {}
     for name, value in raw:
         base, star, rest = name.partition("*")
+        number = rest.rstrip("*")
+        if star and number and not _SECTION.fullmatch(number):
+            # Not a continuation ("name*x", "name*²"): skipped before `order` lists a name that has no value.
+            continue
         if base not in simple and base not in pieces:
             order.append(base)
         if not star:
             simple.setdefault(base, value)
             continue
         extended = rest == "" or rest.endswith("*")
-        number = rest.rstrip("*")
-        if number and not number.isdigit():
-            continue
         pieces.setdefault(base, {}).setdefault(int(number or 0), (value, extended))
     out: list[tuple[str, str]] = []
     for base in order:
