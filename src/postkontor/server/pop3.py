@@ -52,6 +52,8 @@ class POP3Connection(asyncio.Protocol):
         self._counted = False
         self._paused = False
         self._task: asyncio.Task[None] | None = None
+        self._deadline = 0.0  # when the current wait for input times out
+        self._pending = 0  # octets of an unfinished command line at the last wait
         self._user: str | None = None
         self._index: MailIndex | None = None
         self._locked = False
@@ -146,8 +148,14 @@ class POP3Connection(asyncio.Protocol):
                 if self._paused and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
+                # A deadline per command line, not a timer restarted by every octet: input that only lengthens an
+                # unfinished line keeps it, so a client trickling one byte at a time is logged out like a silent one.
+                pending = engine.buffered
+                if not 0 < self._pending < pending:
+                    self._deadline = asyncio.get_running_loop().time() + idle
+                self._pending = pending
                 try:
-                    async with asyncio.timeout(idle):
+                    async with asyncio.timeout_at(self._deadline):
                         await self._wake.wait()
                 except TimeoutError:
                     self._write(b"-ERR [SYS/TEMP] Autologout; idle for too long\r\n")  # RFC 1939 §3

@@ -86,6 +86,16 @@ def test_literal_budget_is_per_command_not_per_literal() -> None:
     assert _events(framer, b"b NOOP\r\n") == [RawCommand([b"b NOOP"])]
 
 
+def test_literal_minus_over_the_command_budget_is_skipped_not_executed() -> None:
+    """SECURITY-CASES 44: a small {n+} refused because the command's literals would pass the budget still arrives;
+    its octets are dropped, never parsed as the next command."""
+    framer = CommandFramer(max_literal=10)
+    events = _events(framer, b"a LOGIN {6+}\r\nabcdef {13+}\r\nx1 CAPABILITY\r\nb NOOP\r\n")
+    assert events == [FramingError("a", "literal too big", None), RawCommand([b"b NOOP"])]
+    framer.set_max_literal(100)
+    assert _events(framer, b"c LOGIN {20}\r\n") == [NeedContinuation(20)]
+
+
 def test_rfc7888_s4_oversized_literal_minus_is_bad_toobig_and_skipped() -> None:
     """LITERAL-: a {n+} over 4096 octets gets BAD [TOOBIG]; its octets are read and dropped, not acted on."""
     framer = CommandFramer()

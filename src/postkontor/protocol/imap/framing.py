@@ -114,6 +114,11 @@ class CommandFramer:
         """True after a fatal error: the connection must be closed."""
         return self._state == _DEAD
 
+    def set_max_literal(self, octets: int) -> None:
+        """Change the literal limit for the commands that follow (e.g. small before login, the message size
+        limit after it)."""
+        self._max_literal = octets
+
     def feed(self, data: bytes) -> None:
         if self._state != _DEAD:
             self._buf += data
@@ -235,10 +240,15 @@ class CommandFramer:
             return FramingError(tag, "non-synchronizing literal too big", "TOOBIG", status="BAD")
         if size > self._max_literal - self._literal_octets:
             # Refused before the continuation request: the client never sends the octets, and the marker ends
-            # this line, so dropping the command so far leaves the stream at the next command.
+            # this line, so dropping the command so far leaves the stream at the next command. A
+            # non-synchronising literal's octets come anyway: they are skipped, never parsed as commands.
             tag = self._tag_of(first)
             is_append = self._command_of(first) == "APPEND"
             self._reset_command()
+            if nonsync:
+                self._discarding = True
+                self._state = _SKIP
+                self._need = size
             if is_append:
                 return FramingError(tag, "message too big", "TOOBIG", status="NO")
             return FramingError(tag, "literal too big", None, status="BAD")

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 _HIGH_WATER = 256 * 1024
 _MAX_LINE = 64 * 1024
+# Literal octets one command may carry before authentication: LOGIN needs a user name and a password, nothing more.
+# An unauthenticated client must not make us hold a message-sized literal (Dovecot's login limit is similar).
+_PREAUTH_LITERAL = 64 * 1024
 
 
 class IMAPConnection(asyncio.Protocol):
@@ -37,7 +40,8 @@ class IMAPConnection(asyncio.Protocol):
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
-        self.framer = CommandFramer(max_line=_MAX_LINE, max_literal=server.config.limits.max_message_size)
+        self.framer = CommandFramer(max_line=_MAX_LINE, max_literal=_PREAUTH_LITERAL)
+        self._preauth = True  # the framer still has the pre-authentication literal limit
         self.session: IMAPSession | None = None
         self._wake = asyncio.Event()
         self._woken = False  # set by `wake` (a mailbox change), distinct from input arriving
@@ -47,6 +51,9 @@ class IMAPConnection(asyncio.Protocol):
         self._counted = False
         self._reading_paused = False
         self._task: asyncio.Task[None] | None = None
+        self._deadline = 0.0  # when the current wait for input times out
+        self._pending = 0  # octets of an unfinished command at the last wait
+        self._in_literal = False  # a synchronising literal was accepted and its octets are arriving
 
     # --- asyncio.Protocol -----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -150,8 +157,15 @@ class IMAPConnection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
         self._wake.clear()
+        # The idle timer restarts when a command is complete (or literal data arrives), not at every octet: input
+        # that only lengthens an unfinished command line keeps its deadline, so a client trickling one byte at a
+        # time (slowloris) is logged out like a silent one.
+        pending = self.framer.buffered
+        if self._in_literal or not 0 < self._pending < pending:
+            self._deadline = asyncio.get_running_loop().time() + self.server.config.timeouts.imap_idle
+        self._pending = pending
         try:
-            async with asyncio.timeout(self.server.config.timeouts.imap_idle):
+            async with asyncio.timeout_at(self._deadline):
                 await self._wake.wait()
         except TimeoutError:
             self.write(b"* BYE Autologout; idle for too long\r\n")
@@ -184,6 +198,7 @@ class IMAPConnection(asyncio.Protocol):
                     self.write(b"* BYE Server shutting down\r\n")
                     return
                 continue
+            self._in_literal = isinstance(event, NeedContinuation)
             if isinstance(event, NeedContinuation):
                 self.write(b"+ Ready for literal data\r\n")
                 continue
@@ -210,6 +225,11 @@ class IMAPConnection(asyncio.Protocol):
                 return
             try:
                 await session.execute(command)
+                if self._preauth and session.user is not None:
+                    # Logged in: APPEND may now carry a message up to the size limit. (CommandFramer has no
+                    # setter for its limit; one would be the cleaner interface.)
+                    self._preauth = False
+                    self.framer.set_max_literal(limits.max_message_size)
             except Exception:
                 # A bug or a storage failure in one command must not end the session silently (RFC 5530 §3).
                 log.exception("IMAP %s from %s failed", type(command).__name__.upper(), self.client_ip)
