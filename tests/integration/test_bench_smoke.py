@@ -23,9 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "bench" / "run.py"
 TOOLS = ("/usr/sbin/postfix", "/usr/sbin/postconf", "/usr/sbin/smtp-source", "/usr/sbin/smtp-sink")
 # Away from the full benchmark's default (41000), so that both can run at the same time; the IMAP run's ports
-# (IMAP_PORT_BASE + 25 ... + 1993) do not meet the other run's either.
-PORT_BASE = 43000
-IMAP_PORT_BASE = 43500
+# (IMAP_PORT_BASE + 25 ... + 1995) do not meet the other run's either. Both sit below Linux's ephemeral port range
+# (32768-60999), where an outgoing connection of the busy test suite could hold one of them (seen in CI: EADDRINUSE).
+PORT_BASE = 26000
+IMAP_PORT_BASE = 28000
 DOVECOT = Path("/usr/sbin/dovecot")
 TIMEOUT = 240
 
