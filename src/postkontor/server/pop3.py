@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from typing import TYPE_CHECKING, cast
 
 from postkontor.config.model import ListenerConfig
@@ -25,6 +24,7 @@ from postkontor.protocol.pop3 import (
     UpdateRequest,
 )
 from postkontor.server.login import LoginResult, check_password, login_name
+from postkontor.server.tls import upgrade
 from postkontor.store.mailindex import MailboxError, MailIndex
 
 if TYPE_CHECKING:
@@ -256,22 +256,12 @@ class POP3Connection(asyncio.Protocol):
             self._user = self._index = None
 
     async def _start_tls(self, engine: POP3ServerConnection) -> bool:
-        context = self.server.tls_context
-        transport = self.transport
+        context, transport = self.server.tls_context, self.transport
         assert context is not None and transport is not None
-        try:
-            new_transport = await asyncio.get_running_loop().start_tls(
-                transport,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.server.config.timeouts.tls_handshake,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("POP3 TLS handshake failed with %s: %s", self.client_ip, exc)
-            with contextlib.suppress(Exception):
-                transport.abort()
-            return False
+        timeout = self.server.config.timeouts.tls_handshake
+        new_transport = await upgrade(
+            transport, self, context, handshake_timeout=timeout, peer=self.client_ip, what="POP3"
+        )
         if new_transport is None:
             return False
         self.transport = new_transport

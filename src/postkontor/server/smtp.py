@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from typing import TYPE_CHECKING, cast
 
 from postkontor.config.model import ListenerConfig, ListenerKind
@@ -27,7 +26,7 @@ from postkontor.protocol.smtp import (
     StartTLSRequested,
 )
 from postkontor.server.session import SessionPolicy
-from postkontor.server.tls import describe
+from postkontor.server.tls import describe, upgrade
 
 if TYPE_CHECKING:
     from postkontor.server.app import MailServer
@@ -295,23 +294,12 @@ class SMTPConnection(asyncio.Protocol):
         return None
 
     async def _start_tls(self, engine: SMTPServerConnection) -> bool:
-        context = self.server.tls_context
-        transport = self.transport
+        context, transport = self.server.tls_context, self.transport
         assert context is not None and transport is not None
-        loop = asyncio.get_running_loop()
-        try:
-            new_transport = await loop.start_tls(
-                transport,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.server.config.timeouts.tls_handshake,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("TLS handshake failed with %s: %s", self.client_ip, exc)
-            with contextlib.suppress(Exception):
-                transport.abort()
-            return False
+        timeout = self.server.config.timeouts.tls_handshake
+        new_transport = await upgrade(
+            transport, self, context, handshake_timeout=timeout, peer=self.client_ip, what="SMTP"
+        )
         if new_transport is None:
             return False
         self.transport = new_transport

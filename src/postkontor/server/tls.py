@@ -5,9 +5,14 @@ RFC 8314 §4.1 and RFC 7525 (BCP 195): no SSLv3/TLS 1.0/1.1, no compression, no 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import ssl
 
 from postkontor.config.model import TLSConfig
+
+log = logging.getLogger(__name__)
 
 # TLS 1.2 suites; TLS 1.3 suites are all AEAD and enabled by OpenSSL's defaults.
 INTERMEDIATE_CIPHERS = ":".join(
@@ -45,3 +50,25 @@ def describe(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
     cipher = ssl_object.cipher()
     version = ssl_object.version() or "TLS"
     return f"using {version} with cipher {cipher[0]}" if cipher else f"using {version}"
+
+
+async def upgrade(
+    transport: asyncio.Transport,
+    protocol: asyncio.BaseProtocol,
+    context: ssl.SSLContext,
+    *,
+    handshake_timeout: float,
+    peer: str,
+    what: str,
+) -> asyncio.Transport | None:
+    """STARTTLS/STLS on the server side: the TLS transport, or None after a failed handshake (the connection is
+    then aborted; `what` and `peer` name it in the log)."""
+    try:
+        return await asyncio.get_running_loop().start_tls(
+            transport, protocol, context, server_side=True, ssl_handshake_timeout=handshake_timeout
+        )
+    except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+        log.info("%s TLS handshake failed with %s: %s", what, peer, exc)
+        with contextlib.suppress(Exception):
+            transport.abort()
+        return None

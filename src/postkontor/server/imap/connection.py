@@ -9,16 +9,14 @@ least 30 minutes), also during IDLE (clients re-issue IDLE well within that time
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import ssl
 from typing import TYPE_CHECKING, cast
 
 from postkontor.config.model import ListenerConfig
 from postkontor.protocol.imap.framing import CommandFramer, FramingError, NeedContinuation, RawCommand, RawLine
 from postkontor.protocol.imap.parser import IMAPParseError, parse_command
 from postkontor.server.imap.session import IMAPSession
-from postkontor.server.tls import describe
+from postkontor.server.tls import describe, upgrade
 
 if TYPE_CHECKING:
     from postkontor.server.app import MailServer
@@ -252,25 +250,14 @@ class IMAPConnection(asyncio.Protocol):
             self.write(f"{tag} {status} {code}{error.text}\r\n".encode())
 
     async def _start_tls(self, session: IMAPSession) -> bool:
-        context = self.server.tls_context
-        transport = self.transport
+        context, transport = self.server.tls_context, self.transport
         assert context is not None and transport is not None
         # RFC 9051 §6.2.1: anything the client pipelined after STARTTLS must not be taken as a command.
         self.framer.discard_buffer()
-        loop = asyncio.get_running_loop()
-        try:
-            new_transport = await loop.start_tls(
-                transport,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.server.config.timeouts.tls_handshake,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("IMAP TLS handshake failed with %s: %s", self.client_ip, exc)
-            with contextlib.suppress(Exception):
-                transport.abort()
-            return False
+        timeout = self.server.config.timeouts.tls_handshake
+        new_transport = await upgrade(
+            transport, self, context, handshake_timeout=timeout, peer=self.client_ip, what="IMAP"
+        )
         if new_transport is None:
             return False
         self.transport = new_transport
