@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from postkontor.config.model import ListenerConfig
 from postkontor.protocol.pop3 import (
@@ -24,6 +24,7 @@ from postkontor.protocol.pop3 import (
     UpdateRequest,
 )
 from postkontor.server.login import LoginResult, check_password, login_name
+from postkontor.server.mailconnection import MailboxConnection
 from postkontor.server.tls import upgrade
 from postkontor.store.mailindex import MailboxError, MailIndex
 
@@ -37,21 +38,11 @@ _HIGH_WATER = 64 * 1024
 INBOX = "INBOX"
 
 
-class POP3Connection(asyncio.Protocol):
+class POP3Connection(MailboxConnection):
     def __init__(self, server: MailServer, hub: MailboxHub, listener: ListenerConfig) -> None:
-        self.server = server
-        self.hub = hub
-        self.listener = listener
-        self.transport: asyncio.Transport | None = None
-        self.client_ip = "unknown"
+        super().__init__(server, hub, listener)
         self.engine: POP3ServerConnection | None = None
-        self._wake = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._lost = False
-        self._counted = False
         self._paused = False
-        self._task: asyncio.Task[None] | None = None
         self._deadline = 0.0  # when the current wait for input times out
         self._pending = 0  # octets of an unfinished command line at the last wait
         self._user: str | None = None
@@ -62,14 +53,8 @@ class POP3Connection(asyncio.Protocol):
 
     # --- asyncio.Protocol -----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else "unknown"
-        if not self.server.admit(self):
-            self.transport.write(b"-ERR [SYS/TEMP] Too many connections, try again later\r\n")
-            self.transport.close()
+        if not self._admit(transport, b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"):
             return
-        self._counted = True
         settings = POP3Settings(
             hostname=self.server.config.hostname,
             tls_available=self.server.tls_context is not None,
@@ -95,33 +80,13 @@ class POP3Connection(asyncio.Protocol):
         self._wake.set()
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self._wake.set()
-        self._writable.set()
-        if self._counted:
-            self._counted = False
-            self.server.release(self)
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
     # --- the session loop -----------------------------------------------------------------------------------------
     async def _flush(self) -> None:
         assert self.engine is not None
         out = self.engine.data_to_send()
         if out and not self._lost and self.transport is not None:
             self.transport.write(out)
-        if not self._writable.is_set() and not self._lost:
-            try:
-                async with asyncio.timeout(self.server.config.timeouts.pop3_idle):
-                    await self._writable.wait()
-            except TimeoutError:
-                if self.transport is not None:
-                    self.transport.abort()
+        await self._wait_writable(self.server.config.timeouts.pop3_idle)
 
     async def _run(self) -> None:
         engine = self.engine

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from postkontor.config.model import ListenerConfig
 from postkontor.protocol.imap.framing import CommandFramer, FramingError, NeedContinuation, RawCommand, RawLine
 from postkontor.protocol.imap.parser import IMAPParseError, parse_command
 from postkontor.server.imap.session import IMAPSession
+from postkontor.server.mailconnection import MailboxConnection
 from postkontor.server.tls import describe, upgrade
 
 if TYPE_CHECKING:
@@ -31,38 +32,23 @@ _MAX_LINE = 64 * 1024
 _PREAUTH_LITERAL = 64 * 1024
 
 
-class IMAPConnection(asyncio.Protocol):
+class IMAPConnection(MailboxConnection):
     def __init__(self, server: MailServer, hub: MailboxHub, listener: ListenerConfig) -> None:
-        self.server = server
-        self.hub = hub
-        self.listener = listener
-        self.transport: asyncio.Transport | None = None
-        self.client_ip = "unknown"
+        super().__init__(server, hub, listener)
         self.framer = CommandFramer(max_line=_MAX_LINE, max_literal=_PREAUTH_LITERAL)
         self._preauth = True  # the framer still has the pre-authentication literal limit
         self.session: IMAPSession | None = None
-        self._wake = asyncio.Event()
         self._woken = False  # set by `wake` (a mailbox change), distinct from input arriving
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._lost = False
-        self._counted = False
         self._reading_paused = False
-        self._task: asyncio.Task[None] | None = None
         self._deadline = 0.0  # when the current wait for input times out
         self._pending = 0  # octets of an unfinished command at the last wait
         self._in_literal = False  # a synchronising literal was accepted and its octets are arriving
 
     # --- asyncio.Protocol -----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else "unknown"
-        if not self.server.admit(self):
-            self.transport.write(b"* BYE Too many connections, try again later\r\n")
-            self.transport.close()
+        if not self._admit(transport, b"* BYE Too many connections, try again later\r\n"):
             return
-        self._counted = True
+        assert self.transport is not None
         tls_active = self.listener.kind.implicit_tls
         self.session = IMAPSession(
             self.server.services,
@@ -87,33 +73,13 @@ class IMAPConnection(asyncio.Protocol):
         self._wake.set()
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self._wake.set()
-        self._writable.set()
-        if self._counted:
-            self._counted = False
-            self.server.release(self)
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
     # --- SessionIO ------------------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if not self._lost and self.transport is not None:
             self.transport.write(data)
 
     async def drain(self) -> None:
-        if self._writable.is_set() or self._lost:
-            return
-        try:
-            async with asyncio.timeout(self.server.config.timeouts.imap_idle):
-                await self._writable.wait()
-        except TimeoutError:
-            self._abort()
+        await self._wait_writable(self.server.config.timeouts.imap_idle)
 
     async def read_line(self) -> bytes | None:
         self.framer.expect_raw_line()

@@ -34,9 +34,7 @@ def _matches(reference: str, patterns: tuple[str, ...], name: str) -> bool:
     return any(_pattern(reference, pattern).fullmatch(name) is not None for pattern in patterns)
 
 
-def list_responses(
-    command: c.List, mailboxes: list[MailboxInfo], utf8: bool, *, rev2: bool
-) -> list[tuple[bytes, str | None]]:
+def list_responses(command: c.List, mailboxes: list[MailboxInfo], utf8: bool) -> list[tuple[bytes, str | None]]:
     """(LIST line, mailbox name for a following STATUS line or None)."""
     if command.patterns == ("",):
         # RFC 9051 §6.3.9: an empty pattern asks for the hierarchy separator and the root.

@@ -293,10 +293,6 @@ class MessageCommands:
         self.session.deselect()
         self.session.tagged(command.tag, "OK", "UNSELECT completed")
 
-    async def check(self, command: c.Check) -> None:
-        await self.session.sync()
-        self.session.tagged(command.tag, "OK", "CHECK completed")
-
     # --- IDLE ---------------------------------------------------------------------------------------------------
     async def idle(self, command: c.Idle) -> None:
         """RFC 2177: report changes as they happen until the client sends DONE."""

@@ -114,7 +114,7 @@ class IMAPSession:
         try:
             await handler(command)
         except MailboxError as exc:
-            self.tagged(command.tag, "NO", exc.text if hasattr(exc, "text") else str(exc), exc.code)
+            self.tagged(command.tag, "NO", exc.text, exc.code)
 
     def _allowed(self, command: c.Command) -> str | None:
         if isinstance(command, _ANY_STATE):
@@ -348,7 +348,7 @@ class IMAPSession:
     async def _list(self, command: c.List) -> None:
         index = self._index()
         mailboxes = await self.hub.run(index.list_mailboxes)
-        lines = list_responses(command, mailboxes, self.utf8, rev2=self.rev2)
+        lines = list_responses(command, mailboxes, self.utf8)
         for line, status_of in lines:
             self.io.write(line)
             if status_of is not None and command.return_status:
@@ -426,7 +426,7 @@ class IMAPSession:
         self.tagged(command.tag, "NO", "Quotas are set by the administrator", "NOPERM")
 
     def _quota_limit(self) -> int:
-        return getattr(self._index(), "quota", 0) or 0
+        return self._index().quota
 
     async def _quota_line(self) -> None:
         used = await self.hub.run(self._index().usage)
