@@ -65,6 +65,7 @@ class DevServer:
     port_base: int
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
+    extra: tuple[str, ...] = ()  # the options of the last start, for `restart`
 
     @property
     def mx(self) -> int:
@@ -100,6 +101,7 @@ class DevServer:
 
     def start(self, *extra: str, timeout: float = 60.0) -> None:
         self.output = []
+        self.extra = extra
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -145,6 +147,10 @@ class DevServer:
         except subprocess.TimeoutExpired:
             self.kill()
             raise
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start again with the options of the last start (after `stop` or `kill`)."""
+        self.start(*self.extra, timeout=timeout)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

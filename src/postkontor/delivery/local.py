@@ -15,6 +15,7 @@ from postkontor.spool.journal import SpoolMessage
 from postkontor.store.accounts import Mailbox
 from postkontor.store.durability import sync_filesystems
 from postkontor.store.maildir import MaildirStore, maildir_unique
+from postkontor.store.mailindex_core import removed_uniques
 
 
 def return_path_header(sender: str) -> bytes:
@@ -44,7 +45,10 @@ class Materializer:
                     unique = maildir_unique(seconds, f"{message.spool_id}R{index}", self._hostname)
                     items.append((Mailbox(target.domain, target.localpart), unique, stored, target.folder))
         if items:
-            self._maildir.deliver_many(items, check_existing=replay, sync=False)
+            # Replay skips copies a client expunged or moved after they were first written (before the crash).
+            self._maildir.deliver_many(
+                items, check_existing=replay, sync=False, removed=removed_uniques if replay else None
+            )
         queued = [
             NewMessage(
                 message.spool_id,

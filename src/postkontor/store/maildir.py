@@ -32,6 +32,8 @@ _WRITE_CHUNK = 8 * 1024 * 1024  # octets per os.write; far below Linux's per-cal
 _SIZE_FIELD = re.compile(r",S=(\d+)")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _SUBDIRS = ("cur", "new", "tmp")
+# (a user's Maildir root, unique names) -> the names a client removed since they were delivered
+RemovedLookup = Callable[[Path, set[str]], set[str]]
 
 
 def maildir_unique(seconds: int, token: str, hostname: str) -> str:
@@ -195,16 +197,25 @@ class MaildirStore:
     # --- delivery -------------------------------------------------------------------------------------------
     def deliver(self, mailbox: Mailbox, unique: str, data: bytes, *, folder: str | None = None) -> Path:
         """Store `data` as a new message (or return the one already stored as `unique`); durable on return."""
-        return self.deliver_many([(mailbox, unique, data, folder)])[0]
+        path = self.deliver_many([(mailbox, unique, data, folder)])[0]
+        assert path is not None  # only a `removed` lookup leaves a message out
+        return path
 
     def deliver_many(
-        self, items: list[tuple[Mailbox, str, bytes, str | None]], *, check_existing: bool = True, sync: bool = True
-    ) -> list[Path]:
+        self,
+        items: list[tuple[Mailbox, str, bytes, str | None]],
+        *,
+        check_existing: bool = True,
+        sync: bool = True,
+        removed: RemovedLookup | None = None,
+    ) -> list[Path | None]:
         """`deliver` for a batch: one fsync per file, then one per distinct `new/` directory.
 
         `check_existing=False` skips the look for an earlier copy (a directory listing per folder): for names
         that are new by construction, i.e. everything but crash replay. `sync=False` skips the fsyncs: for a
-        caller that keeps its own durable copy until it has synced the filesystem.
+        caller that keeps its own durable copy until it has synced the filesystem. `removed` (crash replay)
+        names the earlier copies a client has since expunged or moved away: those are not written again, and
+        their result is None.
         """
         results: list[Path | None] = [None] * len(items)
         wanted: dict[Path, dict[str, list[int]]] = {}
@@ -215,10 +226,15 @@ class MaildirStore:
         pending: list[_Pending] = []
         for directory, uniques in wanted.items():
             found = self._existing(directory, set(uniques)) if check_existing else {}
+            mailbox = items[next(iter(uniques.values()))[0]][0]
+            missing = {unique for unique in uniques if unique not in found}
+            gone = removed(self.path_for(mailbox), missing) if removed is not None and missing else set()
             for unique, indexes in uniques.items():
                 if unique in found:
                     for index in indexes:
                         results[index] = found[unique]
+                    continue
+                if unique in gone:
                     continue
                 mailbox, _unique, data, _folder = items[indexes[0]]
                 job = _Pending(mailbox, directory, f"{unique},S={len(data)}", data)
@@ -227,8 +243,7 @@ class MaildirStore:
                     results[index] = job.final
         if pending:
             self._write_all(pending, sync)
-        assert all(path is not None for path in results)
-        return [path for path in results if path is not None]
+        return results
 
     def _existing(self, directory: Path, uniques: set[str]) -> dict[str, Path]:
         """Messages already delivered under one of `uniques` (maybe moved to cur/ and flagged by a client)."""

@@ -89,6 +89,8 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (mailbox, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox, modseq);
+CREATE TABLE IF NOT EXISTS removed (unique_name TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS removed_at ON removed (at);
 CREATE TABLE IF NOT EXISTS cache (
     mailbox INTEGER NOT NULL,
     uid INTEGER NOT NULL,
@@ -99,6 +101,48 @@ CREATE TABLE IF NOT EXISTS cache (
 ) WITHOUT ROWID
 """
 _MESSAGE_COLUMNS = "uid, filename, flags, internal_date, size, modseq, recent"
+
+
+# How long the index remembers the unique names of messages removed from a folder (see `removed_uniques`): far
+# longer than a spool segment lives, so a crash replay never brings back what a client expunged or moved.
+REMOVED_MEMORY_SECONDS = 7 * 86400
+_UNIQUE_OF_BASE = "substr(base, 1, instr(base || ',', ',') - 1)"
+
+
+def remember_removed(conn: sqlite3.Connection, where: str, args: list[tuple[object, ...]]) -> None:
+    """Record the unique names of the `messages` rows matching `where` before they are deleted."""
+    now = time.time()
+    conn.execute("DELETE FROM removed WHERE at < ?", (now - REMOVED_MEMORY_SECONDS,))
+    conn.executemany(
+        f"INSERT OR REPLACE INTO removed SELECT {_UNIQUE_OF_BASE}, {now!r} FROM messages WHERE {where}", args
+    )
+
+
+def removed_uniques(maildir: Path, uniques: set[str]) -> set[str]:
+    """Which of `uniques` (Maildir unique names) a client expunged or moved out of their folder in `maildir`.
+
+    Crash replay asks before it writes a spooled copy again: the spool keeps a message until its segment is
+    synced, so a message delivered, then expunged over IMAP or POP3 within that window, would otherwise come back.
+    A user without an index (never logged in) cannot have removed anything.
+    """
+    index = maildir / INDEX_FILE
+    if not uniques or not index.exists():
+        return set()
+    conn = sqlite3.connect(index, timeout=30, isolation_level=None)
+    try:
+        found: set[str] = set()
+        names = sorted(uniques)
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            try:
+                rows = conn.execute(f"SELECT unique_name FROM removed WHERE unique_name IN ({marks})", chunk)
+            except sqlite3.OperationalError:  # an index written before the table existed: nothing recorded
+                return set()
+            found.update(row[0] for row in rows)
+        return found
+    finally:
+        conn.close()
 
 
 @dataclass(eq=False)
@@ -505,6 +549,7 @@ class IndexCore:
     def _expunge_rows(conn: sqlite3.Connection, box_id: int, uids: list[int], modseq: int) -> None:
         if not uids:
             return
+        remember_removed(conn, "mailbox = ? AND uid = ?", [(box_id, uid) for uid in uids])
         conn.executemany(
             "INSERT OR REPLACE INTO expunged (mailbox, uid, modseq) VALUES (?, ?, ?)",
             [(box_id, uid, modseq) for uid in uids],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from postkontor.store.durability import fsync_dir
 from postkontor.store.mailboxnames import normalize, parent_names, to_dirname_unchecked
-from postkontor.store.mailindex_core import SPECIAL_USES, TRASH_PREFIX, IndexCore
+from postkontor.store.mailindex_core import SPECIAL_USES, TRASH_PREFIX, IndexCore, remember_removed
 from postkontor.store.mailindex_files import base_of, ensure_maildir
 from postkontor.store.mailindex_types import MailboxError, MailboxInfo
 
@@ -77,6 +77,7 @@ class MailboxOps(IndexCore):
                 fsync_dir(self.maildir)
             except FileNotFoundError:
                 pass
+            remember_removed(conn, "mailbox = ?", [(box_id,)])
             conn.execute("DELETE FROM mailboxes WHERE id = ?", (box_id,))
         self._boxes.pop(name, None)
         shutil.rmtree(trash, ignore_errors=True)
