@@ -98,7 +98,7 @@ _QCHAR = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) not in "+=
 
 def typed_address(address: str, address_type: str = "rfc822") -> str:
     """`addr-type; address` for Final-Recipient and Original-Recipient (RFC 3464 §2.3.1-2, RFC 6533 §3)."""
-    address = clean_text(address).replace(" ", "")
+    address = clean_text(address)
     kind = "".join(char for char in address_type if char.isascii() and (char.isalnum() or char in "-.")) or "rfc822"
     if address.isascii() and address.isprintable() and kind.lower() == "rfc822":
         return f"rfc822; {field_text(address)}"

@@ -171,6 +171,12 @@ def test_eight_bit_originals_survive() -> None:
     assert original.split(b"\r\n\r\n")[0] in build([failed()], original=original, ret="HDRS")
 
 
+def test_rfc3464_s2_3_1_original_recipient_keeps_a_quoted_local_part() -> None:
+    """RFC 3461 §4.2: ORCPT carries the address as the sender gave it; a quoted local part keeps its space."""
+    report = parse(build([failed("john.smith@b.test", orcpt='rfc822;"John Smith"@b.test')]))
+    assert status_blocks(report)[1]["Original-Recipient"] == 'rfc822; "John Smith"@b.test'
+
+
 def test_rfc6533_internationalised_addresses() -> None:
     report = parse(build([failed("jörg@bücher.test", orcpt="utf-8;jörg@bücher.test")]))
     block = status_blocks(report)[1]
