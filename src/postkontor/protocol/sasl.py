@@ -49,6 +49,12 @@ class Credentials:
     authcid: str
     password: str = field(repr=False)
 
+    @property
+    def acts_as_other(self) -> bool:
+        """A request to act as someone else (RFC 4616 §2): we grant no such rights, so every protocol refuses it
+        (SMTP 535 5.7.8, IMAP NO [AUTHORIZATIONFAILED], POP3 -ERR [AUTH]). Accounts match without case."""
+        return bool(self.authzid) and self.authzid.strip().lower() != self.authcid.strip().lower()
+
 
 @dataclass(frozen=True, slots=True)
 class SASLFailure:
@@ -129,8 +135,8 @@ class ServerMechanism:
 class PlainMechanism(ServerMechanism):
     """RFC 4616: message = [authzid] UTF8NUL authcid UTF8NUL passwd.
 
-    An authzid other than the authcid would be a request to act as someone else; we grant no such rights, so
-    it fails here (RFC 4616 §2 lets the server refuse it) rather than reaching the password check.
+    An authzid other than the authcid is a request to act as someone else: it is returned as asked
+    (`Credentials.acts_as_other`), for the carrying protocol to refuse with its own authorization failure.
     """
 
     name = "PLAIN"
@@ -163,8 +169,6 @@ class PlainMechanism(ServerMechanism):
         authzid = "" if not raw_authzid else _text(raw_authzid, "authorization identity")
         if isinstance(authzid, SASLFailure):
             return authzid
-        if authzid and authzid != authcid:
-            return SASLFailure(SASLFailureKind.MALFORMED, "authzid differs from authcid")
         return Credentials(authzid, authcid, password)
 
 

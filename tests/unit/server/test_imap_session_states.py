@@ -128,11 +128,6 @@ async def test_rfc9051_s6_2_2_malformed_plain_message_is_no(world: World) -> Non
     assert reply.lines == ["a1 NO [AUTHENTICATIONFAILED] AUTHENTICATE failed: PLAIN needs exactly two NUL separators"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol/sasl.py refuses authzid != authcid as a MALFORMED message, so the session cannot answer "
-    "NO [AUTHORIZATIONFAILED] (RFC 5530 §3) as its own check intends",
-)
 async def test_rfc4616_s2_other_authzid_is_authorizationfailed(world: World) -> None:
     client = world.client()
     reply = await client(f"AUTHENTICATE PLAIN {plain(authzid='bob@example.test')}")

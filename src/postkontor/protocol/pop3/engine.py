@@ -407,6 +407,9 @@ class POP3ServerConnection:
             self._mechanism = mechanism
             self._out.append(f"+ {encode_challenge(step.data)}\r\n".encode())  # RFC 5034 §4
             return None
+        if isinstance(step, Credentials) and step.acts_as_other:
+            self._err("[AUTH] authentication failed: acting as another user is not allowed")
+            return None
         if isinstance(step, Credentials):
             return self._login(step.authcid, step.password, mechanism.name)
         if step.kind is SASLFailureKind.CANCELLED:

@@ -601,6 +601,9 @@ class SMTPServerConnection:
             return None
         self._state = _State.COMMAND
         self._mechanism = None
+        if isinstance(step, Credentials) and step.acts_as_other:
+            self._reply(_SASL_FAILURES[SASLFailureKind.MALFORMED])  # RFC 4954 §6: 535 5.7.8, no other identity
+            return None
         if isinstance(step, Credentials):
             self._candidate_authcid = step.authcid
             self._decision = _Decision.AUTH

@@ -231,7 +231,7 @@ class IMAPSession:
             else:
                 self.tagged(command.tag, "BAD", f"AUTHENTICATE failed: {step.reason}")
             return
-        if step.authzid and login_name(step.authzid) != login_name(step.authcid):
+        if step.acts_as_other:
             self.tagged(command.tag, "NO", "Acting as another user is not allowed", "AUTHORIZATIONFAILED")
             return
         await self._log_in(command.tag, step.authcid, step.password, "AUTHENTICATE")
