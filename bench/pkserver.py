@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -97,7 +96,7 @@ class PostkontorInstance:
         if self.data_dir.exists():
             if not (self.data_dir / DEV_MARKER).exists():
                 raise PostkontorError(f"{self.data_dir} exists and was not made by `postkontor dev`; not removing it")
-            shutil.rmtree(self.data_dir)
+            files.move_to_attic(self.data_dir)  # deleted at the end (see files.empty_maildir for why not now)
         # Made here (private, as dev would make it) so that dev's own log already goes to server.log.
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(mode=0o700)

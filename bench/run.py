@@ -50,6 +50,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import dovecot
+import files
 import idle
 import imap_mailbox
 import procstat
@@ -1329,6 +1330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The ExitStack has stopped every server and sink by now.
         print("\nbench: interrupted; all servers stopped, no results written", file=sys.stderr)
         return 130
+    finally:
+        files.purge_attics(settings.workdir)
     elapsed = time.monotonic() - started
     text, table, goals = report(bench.results, bench.cases, settings.repeats)
     print()
