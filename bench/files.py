@@ -5,9 +5,15 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import time
 from pathlib import Path
 
 _attic_numbers = itertools.count()
+
+
+def _attic_entry(attic: Path) -> Path:
+    """A name no earlier benchmark (whose attic survived a crash) used in `attic`."""
+    return attic / f"{os.getpid()}-{time.time_ns()}-{next(_attic_numbers)}"
 
 
 def count_files(directory: Path) -> int:
@@ -29,7 +35,7 @@ def move_to_attic(path: Path) -> None:
     """Moves a directory (an old data directory) out of the way for `purge_attics` to delete at the end."""
     attic = attic_of(path)
     attic.mkdir(parents=True, exist_ok=True)
-    os.rename(path, attic / str(next(_attic_numbers)))
+    os.rename(path, _attic_entry(attic))
 
 
 def empty_maildir(maildir: Path) -> None:
@@ -41,8 +47,8 @@ def empty_maildir(maildir: Path) -> None:
     fs/ext4/ialloc.c), so after 4,000 deletions each new file costs tens of microseconds more kernel time: up to
     half the server's CPU per message in the run that follows, whichever server it is.
     """
-    attic = attic_of(maildir) / str(next(_attic_numbers))  # deleted by purge_attics at the end of the benchmark
-    attic.mkdir(parents=True, exist_ok=True)
+    attic = _attic_entry(attic_of(maildir))  # deleted by purge_attics at the end of the benchmark
+    attic.mkdir(parents=True)
     for sub in ("new", "cur"):
         directory = maildir / sub
         try:
