@@ -49,6 +49,8 @@ LIMITS: dict[str, float] = {
     "max_connections_per_ip": 50,
 }
 
+WORKERS = 2  # worker processes of every AdvServer
+
 # Every test that counts auth failures or connections uses its own client address: the throttles are per IP.
 _sources = itertools.count(1)
 
@@ -183,13 +185,14 @@ class AdvServer(DevServer):
         )
         limits = "".join(f"{key} = {value}\n" for key, value in self.limits.items())
         (self.data / "postkontor.toml").write_text(
-            f'hostname = "mail.{DOMAIN}"\ndns = ["{self.dns}"]\nworkers = 2\n'
+            f'hostname = "mail.{DOMAIN}"\ndns = ["{self.dns}"]\nworkers = {WORKERS}\n'
             '[tls]\ncert = "tls/cert.pem"\nkey = "tls/key.pem"\n'
             f"{listeners}[limits]\n{limits}"
             f"[outbound]\nport = {self.sink_port}\nretry_first = 1.0\nretry_backoff = 1.0\n"
             "retry_max_interval = 1.0\nconnect_timeout = 2.0\n"
         )
         log = (self.data / "server.log").open("a")
+        log_start = log.tell()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "postkontor", "--data", str(self.data), "serve"],
             stdout=log,
@@ -207,6 +210,13 @@ class AdvServer(DevServer):
                     break
                 except OSError:
                     time.sleep(0.05)
+        # The supervisor binds before it forks, so a connect proves little: ready once every worker has logged
+        # every listener (the memory tests take their baseline from a fully started server).
+        while (self.data / "server.log").read_bytes()[log_start:].count(b"listening on ") < WORKERS * len(kinds):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("postkontor serve did not start its workers:\n" + self.log())
+            time.sleep(0.05)
 
     def log(self) -> str:
         return (self.data / "server.log").read_text(errors="replace")

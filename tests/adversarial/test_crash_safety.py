@@ -66,6 +66,7 @@ class Ledger:
     acked: dict[str, tuple[tuple[str, ...], bool]] = field(default_factory=dict)
     in_doubt: set[str] = field(default_factory=set)
     refused: set[str] = field(default_factory=set)
+    partly_refused: list[str] = field(default_factory=list)  # 250 after DATA, but some recipient was refused
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -91,9 +92,11 @@ def _client(port: int, rng: random.Random, name: str, ledger: Ledger, stop: thre
                         if exc.smtp_code == 421:
                             break
                         continue
-                    # Only reached after 250 to the final dot; every recipient exists, so none is refused.
-                    assert not refused, refused
+                    # Only reached after 250 to the final dot; every recipient exists, so none is refused. (Recorded,
+                    # not asserted: an assertion here would only end this thread, never fail the test.)
                     with ledger.lock:
+                        if refused:
+                            ledger.partly_refused.append(f"{marker}: {refused}")
                         ledger.in_doubt.discard(marker)
                         ledger.acked[marker] = (local, remote)
         except (smtplib.SMTPException, OSError):
@@ -187,6 +190,7 @@ def test_rfc5321_s6_1_random_sigkill_rounds_lose_nothing_acknowledged(tmp_path: 
             f"recipient), {len(ledger.in_doubt)} in doubt, {len(ledger.refused)} refused"
         )
         assert len(ledger.acked) > 50 * min(rounds_run, 3) // 3, "the load generator barely ran"
+        assert not ledger.partly_refused, f"recipients refused in accepted messages: {ledger.partly_refused[:5]}"
         assert not missing, f"{len(missing)} acknowledged deliveries lost, e.g. {missing[:5]}"
         assert left_queued == 0, f"{left_queued} outbound recipients still queued after the drain"
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from adversarial.advsupport import DEMO, DEMO_PASSWORD, DOMAIN, AdvServer, Wire, absent, tls_wire, wire_from
+from adversarial.advsupport import DEMO, DEMO_PASSWORD, DOMAIN, AdvServer, CaptureMX, Wire, absent, tls_wire, wire_from
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,7 +44,7 @@ def test_received_header_count_stops_loops_on_the_mx(server: AdvServer, hops: in
         assert server.find(marker)
 
 
-def test_received_header_count_stops_loops_in_submission(server: AdvServer) -> None:
+def test_received_header_count_stops_loops_in_submission(server: AdvServer, sink: CaptureMX) -> None:
     marker = f"subloop-{uuid.uuid4()}"
     with tls_wire(server, server.submissions) as w:
         w.code()
@@ -55,11 +55,11 @@ def test_received_header_count_stops_loops_in_submission(server: AdvServer) -> N
         w.command("RCPT TO:<friend@sink.test>")
         code, text = _data(w, _received(101) + f"Subject: {marker}\r\n\r\nx\r\n".encode())
     assert code == 554 and text[0].startswith("5.4.6")
-    assert not [r for r, _ in server.queued() if r == "friend@sink.test" and marker in r]
+    # An accepted message is relayed at once (the first attempt is not delayed): a short wait would see it.
+    assert not sink.payloads(marker.encode(), timeout=2), "the looping message was relayed"
 
 
 def test_two_aliases_forwarding_to_each_other_are_stopped(server: AdvServer) -> None:
-    marker = f"aliasloop-{uuid.uuid4()}"
     server.cli("alias", "add", f"ping@{DOMAIN}", f"pong@{DOMAIN}")
     server.cli("alias", "add", f"pong@{DOMAIN}", f"ping@{DOMAIN}")
     with wire_from(server.mx) as w:
@@ -69,7 +69,6 @@ def test_two_aliases_forwarding_to_each_other_are_stopped(server: AdvServer) -> 
         code, text = w.command(f"RCPT TO:<ping@{DOMAIN}>")
         assert code == 554 and text[0].startswith("5.4.6"), (code, text)
         assert w.command("DATA")[0] == 554, "no recipient, no message"
-    assert absent(server, marker)
 
 
 def test_alias_forwarding_back_to_a_looping_remote_is_stopped_by_hop_count(server: AdvServer) -> None:

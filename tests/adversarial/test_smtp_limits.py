@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from adversarial.advsupport import DEMO, AdvServer, Wire, absent, rss_mib, wire_from
+from adversarial.advsupport import DEMO, AdvServer, Wire, absent, rss_mib, tls_wire, wire_from
 
 pytestmark = pytest.mark.timeout(60)
 MAX_SIZE = 4 * 1024 * 1024  # LIMITS in advsupport
@@ -50,12 +50,15 @@ def test_command_of_513_octets_is_500_and_its_tail_not_executed(server: AdvServe
 @pytest.mark.parametrize("where", ["command", "auth-response", "submission"])
 def test_10mb_line_without_crlf_closes_and_memory_stays_bounded(server: AdvServer, where: str) -> None:
     before = rss_mib(server)
-    port = server.submission if where == "submission" else server.mx
-    with wire_from(port) as w:
+    if where == "auth-response":  # AUTH is offered on submissions (implicit TLS), not on the MX
+        w = tls_wire(server, server.submissions)
+    else:
+        w = wire_from(server.submission if where == "submission" else server.mx)
+    with w:
         w.code()
         if where == "auth-response":
-            w.command("EHLO x.test")  # the MX has no AUTH: the reply is 502, then a 10 MB "response"
-            w.command("AUTH PLAIN")
+            w.command("EHLO x.test")
+            assert w.command("AUTH PLAIN")[0] == 334, "waiting for the response (RFC 4954 §4)"
         _send_ignoring_close(w, b"A" * (10 << 20))
         codes = []
         try:

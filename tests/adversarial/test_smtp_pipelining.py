@@ -120,7 +120,12 @@ def test_failed_auth_pipelined_with_a_transaction_authorises_nothing(server: Adv
     with tls_wire(server, server.submissions, source="127.0.0.2") as w:
         w.code()
         w.command("EHLO x.test")
-        w.send(f"AUTH PLAIN {bad}\r\nMAIL FROM:<{DEMO}>\r\nRCPT TO:<victim@remote.test>\r\nDATA\r\n".encode())
-        codes = [w.code() for _ in range(4)]
-    assert codes == [535, 530, 503, 503]
+        w.send(
+            f"AUTH PLAIN {bad}\r\nMAIL FROM:<{DEMO}>\r\nRCPT TO:<victim@remote.test>\r\nRCPT TO:<{DEMO}>\r\nDATA\r\n"
+            f"Subject: {marker}\r\n\r\nspam\r\n.\r\nNOOP\r\n".encode()
+        )
+        codes = [w.code() for _ in range(10)]  # AUTH, 4 commands, 4 body lines, NOOP
+    assert codes[:5] == [535, 530, 503, 503, 503], codes
+    assert 250 not in codes[:-1] and 354 not in codes and codes[-1] == 250, codes
     assert absent(server, marker)
+    assert not [r for r, _ in server.queued() if r == "victim@remote.test"]
