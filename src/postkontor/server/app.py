@@ -17,6 +17,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from postkontor.auth.passwords import PasswordHasher
@@ -134,6 +135,7 @@ class MailServer:
             spool=spool,
             hasher=self._hasher,
             password_slots=asyncio.Semaphore(limits.max_parallel_password_checks),
+            password_executor=ThreadPoolExecutor(limits.max_parallel_password_checks, thread_name_prefix="argon2"),
             ip_throttle=self._shared.ip_throttle,
             account_throttle=self._shared.account_throttle,
             postmaster_domain=_postmaster_domain(config, accounts.list_domains()),
@@ -289,6 +291,8 @@ class MailServer:
             await self._deliverer.close()
         if self._services is not None:
             await self._services.spool.close()
+            if self._services.password_executor is not None:
+                self._services.password_executor.shutdown(wait=False, cancel_futures=True)
         if self._accounts is not None:
             self._accounts.close()
         if self._queue is not None:

@@ -37,7 +37,9 @@ async def check_password(services: Services, user: str, password: str, client_ip
     stored = services.accounts.password_hash(user)
     async with services.password_slots:
         # Verified even for unknown users (against no hash): the answer takes as long either way.
-        ok = await asyncio.get_running_loop().run_in_executor(None, services.hasher.verify, stored, password)
+        ok = await asyncio.get_running_loop().run_in_executor(
+            services.password_executor, services.hasher.verify, stored, password
+        )
     if ok and stored is not None:
         return LoginResult.OK
     services.ip_throttle.record(client_ip, now)

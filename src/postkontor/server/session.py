@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from postkontor.auth.passwords import PasswordHasher
@@ -88,6 +89,9 @@ class Services:
     account_throttle: FailureThrottle
     postmaster_domain: str
     auth: MailAuth | None = None  # None: no authentication checks or signatures (unit-test harnesses)
+    # Threads for argon2, as many as password_slots allows: each thread keeps its freed 19 MiB in its own malloc
+    # arena, so the default executor (min(32, CPUs + 4) threads) would hold several times the bound. None: default.
+    password_executor: Executor | None = None
 
 
 @dataclass
