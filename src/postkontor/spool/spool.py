@@ -23,6 +23,12 @@ from postkontor.spool.journal import Journal, JournalError, SpoolMessage
 log = logging.getLogger(__name__)
 
 Materialize = Callable[[list[SpoolMessage], bool], None]  # (batch, replay)
+# A batch of local deliveries at most this large is written on the event loop. Writing a few small files into the
+# page cache (no fsync: the journal is the durable copy) costs less than handing the batch to a thread: measured
+# with smtp-source, 1 KiB, 10 sessions, 2 workers: -8% CPU per message, +10% messages/s, half the context
+# switches (the thread and the loop fought over the GIL at every system call). Bigger batches, and anything for
+# the outbound queue (whose SQLite transaction may wait for another process's lock), still go to the thread.
+INLINE_MATERIALIZE_OCTETS = 64 * 1024
 SyncStores = Callable[[], None]
 
 
@@ -43,11 +49,13 @@ class Spool:
         sync_stores: SyncStores = _no_sync,
         delivery_threads: int = 1,
         seal_after: float = 2.0,
+        inline_octets: int = INLINE_MATERIALIZE_OCTETS,
     ) -> None:
         self._journal = journal
         self._materialize = materialize
         self._sync_stores = sync_stores
         self._seal_after = seal_after
+        self._inline_octets = inline_octets
         self._segment_started: float | None = None  # monotonic time of the first record in the open segment
         self._pending: list[tuple[SpoolMessage, bytes, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
@@ -149,7 +157,10 @@ class Spool:
         while True:
             segment, messages = await self._to_deliver.get()
             try:
-                await loop.run_in_executor(self._delivery_pool, self._materialize, messages, False)
+                if self._inline(messages):
+                    self._materialize(messages, False)
+                else:
+                    await loop.run_in_executor(self._delivery_pool, self._materialize, messages, False)
             except Exception:
                 # The journal still holds these messages: the next start-up replays them. Keep the segment.
                 log.exception("delivery of %d spooled message(s) failed; kept in the journal", len(messages))
@@ -157,6 +168,16 @@ class Spool:
             self._outstanding[segment] -= len(messages)
             self._release_if_done(segment)
             self._finished(len(messages))
+
+    def _inline(self, messages: list[SpoolMessage]) -> bool:
+        budget = self._inline_octets
+        for message in messages:
+            if message.remote:
+                return False
+            budget -= len(message.data) * len(message.local)
+            if budget < 0:
+                return False
+        return True
 
     def _finished(self, count: int) -> None:
         self._in_flight -= count

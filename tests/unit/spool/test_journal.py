@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,26 @@ async def test_a_failed_sync_keeps_the_segment_for_replay(tmp_path: Path) -> Non
     await asyncio.sleep(0.2)
     await spool.close()
     assert [m.spool_id for _, m in Journal(tmp_path).replay()] == ["ID1"]
+
+
+async def test_small_local_batches_are_materialised_on_the_loop_and_the_rest_in_a_thread(tmp_path: Path) -> None:
+    """Small local-only batches skip the thread hand-off; big ones and anything for the outbound queue (SQLite may
+    wait for another process's lock) never block the event loop."""
+    threads: dict[str, int] = {}
+
+    def materialize(batch: list[SpoolMessage], replay: bool) -> None:
+        for message in batch:
+            threads[message.spool_id] = threading.get_ident()
+
+    local_only = dataclasses.replace(_message(1), spool_id="SMALL", remote=())
+    big = dataclasses.replace(_message(2, b"x" * 40_000), spool_id="BIG", remote=())  # two copies: 80,000 octets
+    remote = dataclasses.replace(_message(3), spool_id="REMOTE")
+    spool = Spool(Journal(tmp_path), materialize, inline_octets=64 * 1024)
+    spool.start()
+    for message in (local_only, big, remote):
+        await spool.accept(message)
+        await spool.drain()
+    await spool.close()
+    loop_thread = threading.get_ident()
+    assert threads["SMALL"] == loop_thread
+    assert threads["BIG"] != loop_thread and threads["REMOTE"] != loop_thread
