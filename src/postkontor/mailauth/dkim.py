@@ -170,6 +170,24 @@ def _openssl_rsa_sign(digest: Any, private_key: Mapping[str, int]) -> bytes:
 
 dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign
 
+_parse_pem_private_key: Final = dkim.parse_pem_private_key
+_parsed_keys: dict[bytes, Any] = {}
+
+
+def _cached_pem_private_key(data: bytes) -> Any:
+    """dkimpy parses the PEM private key (ASN.1 in Python) for every signature, three times per forwarded message
+    (DKIM, ARC-Message-Signature, ARC-Seal); the parse is the same each time. Callers only read the result."""
+    parsed = _parsed_keys.get(data)
+    if parsed is None:
+        parsed = _parse_pem_private_key(data)
+        if len(_parsed_keys) > 64:  # rotated-away keys; a handful are in use at a time
+            _parsed_keys.clear()
+        _parsed_keys[data] = parsed
+    return parsed
+
+
+dkim.parse_pem_private_key = _cached_pem_private_key
+
 
 def sign(message: bytes, domain: str, keys: DomainKeys) -> bytes:
     """DKIM-Signature header lines (CRLF-terminated) to prepend to `message`: one per active key, Ed25519 first.
