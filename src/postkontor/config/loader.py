@@ -450,6 +450,7 @@ _EXPLAIN: dict[str, str] = {
     "max_recipients": "recipients per message; RFC 5321 requires at least 100",
     "max_errors": "protocol errors in one session before the server says 421 and hangs up",
     "max_received_headers": "Received headers after which a message is taken to be looping (RFC 5321 6.3)",
+    "max_header_size": "octets of a message's header section; larger ones are refused with 552 5.3.4",
     "max_connections": "open connections over all listeners together",
     "max_connections_per_ip": "open connections from one client address",
     "max_auth_failures": "failed logins per client address and per account within auth_failure_window",

@@ -70,6 +70,9 @@ class LimitsConfig:
     max_recipients: int = 100  # per transaction (RFC 5321 §4.5.3.1.8 minimum)
     max_errors: int = 20  # protocol errors before 421 and close (Postfix smtpd_hard_error_limit)
     max_received_headers: int = 100  # loop detection (RFC 5321 §6.3)
+    # The whole header section, in octets: 100,000 header lines or one 1 MB folded field (SECURITY-CASES 30) would
+    # otherwise be parsed by every check, index and client. Gmail refuses headers over about this size too.
+    max_header_size: int = 256 * 1024
     max_connections: int = 1000  # all listeners together
     max_connections_per_ip: int = 50  # Postfix smtpd_client_connection_count_limit
     max_auth_failures: int = 10  # per client IP and per account, within auth_failure_window

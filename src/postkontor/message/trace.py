@@ -17,6 +17,14 @@ _RECEIVED_LINE = re.compile(rb"(?:^|\r\n)received[ \t]*:", re.IGNORECASE)
 _COMMENT_UNSAFE = re.compile(r"[()\\\r\n\x00-\x1f\x7f]")
 
 
+def header_size(message: bytes) -> int:
+    """Octets of the header section up to the CRLF ending its last field (all of it when no empty line follows)."""
+    if message.startswith(b"\r\n"):
+        return 0
+    end = message.find(_HEADER_END)
+    return len(message) if end < 0 else end + 2
+
+
 def count_received(message: bytes) -> int:
     """How many Received fields the header section holds (the body is not looked at)."""
     end = message.find(_HEADER_END)

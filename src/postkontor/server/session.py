@@ -25,7 +25,7 @@ from postkontor.auth.passwords import PasswordHasher
 from postkontor.config.model import Config, ListenerKind
 from postkontor.mailauth.spf import SPFResult
 from postkontor.message.address import Address
-from postkontor.message.trace import TraceInfo, count_received, received_header, with_protocol
+from postkontor.message.trace import TraceInfo, count_received, header_size, received_header, with_protocol
 from postkontor.policy.throttle import FailureThrottle
 from postkontor.protocol.smtp import AuthRequest, MailFrom, MailParams, MessageReceived, RcptTo, Reply
 from postkontor.server.authcheck import JUNK, InboundVerdict, MailAuth, strip_forged
@@ -48,6 +48,7 @@ MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
 OVER_QUOTA = Reply(552, "5.2.2", "Mailbox full: message exceeds the recipient's quota")
 ALIAS_LOOP = Reply(554, "5.4.6", "Alias expansion loop")
 HOP_LOOP = Reply(554, "5.4.6", "Too many Received headers: mail loop detected")
+HEADER_TOO_LARGE = Reply(552, "5.3.4", "Message header too large")
 NO_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
@@ -200,6 +201,8 @@ class SessionPolicy:
         self, event: MessageReceived, *, helo: str, extended: bool, tls: str | None, authenticated: str | None
     ) -> Reply:
         config = self.services.config
+        if header_size(event.data) > config.limits.max_header_size:
+            return HEADER_TOO_LARGE
         if count_received(event.data) > config.limits.max_received_headers:
             return HOP_LOOP
         mailboxes: dict[Mailbox, None] = {}

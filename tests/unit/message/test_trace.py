@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postkontor.message.trace import TraceInfo, count_received, received_header, with_protocol
+from postkontor.message.trace import TraceInfo, count_received, header_size, received_header, with_protocol
 
 
 def test_rfc3848_protocol_keywords() -> None:
@@ -41,3 +41,18 @@ def test_rfc5321_s6_3_count_received_only_in_header() -> None:
     message = b"Received: a\r\nreceived : b\r\nX-Received: no\r\nSubject: s\r\n\r\nReceived: body\r\n"
     assert count_received(message) == 2
     assert count_received(b"RECEIVED: x\r\n") == 1
+
+
+def test_rfc5322_s2_1_header_size_ends_at_the_empty_line() -> None:
+    assert header_size(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore\r\n") == len(b"A: 1\r\nB: 2\r\n")
+    assert header_size(b"A: 1\r\n continued\r\n") == len(b"A: 1\r\n continued\r\n"), "no body: all header"
+    assert header_size(b"\r\nA: not a header, the body\r\n\r\n") == 0
+
+
+@given(st.binary(max_size=400))
+def test_header_size_is_a_prefix_without_an_empty_line(message: bytes) -> None:
+    size = header_size(message)
+    assert 0 <= size <= len(message)
+    assert b"\r\n\r\n" not in message[:size]
+    if size < len(message):
+        assert message[size:].startswith(b"\r\n")
