@@ -6,12 +6,14 @@ import os
 import signal
 import smtplib
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pkharness import DEMO, DevServer, Wire, running_server
+from pkharness import DEMO, DOMAIN, HOST, DevServer, Wire, free_port_base, running_server
 
 
 @pytest.fixture
@@ -85,6 +87,7 @@ def test_a_dead_worker_is_replaced_and_its_connections_are_forgotten(two_workers
     supervisor = two_workers.process.pid
     victim = _children(supervisor)[0]
     os.kill(victim, signal.SIGKILL)
+
     def replaced() -> bool:
         now = _children(supervisor)  # one snapshot: the victim is reaped before its replacement is forked
         return len(now) == 2 and victim not in now
@@ -115,3 +118,29 @@ def test_workers_die_with_the_supervisor(two_workers: DevServer) -> None:
     workers = _children(two_workers.process.pid)
     two_workers.kill()
     _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
+
+
+def test_sigterm_while_the_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
+    """A stop requested during start-up (an init system restarting us quickly) exits 0 and leaves no worker."""
+    server = DevServer(data=tmp_path / "data", port_base=free_port_base())
+    server.start("--workers", "2")  # creates the data directory, certificate and demo account
+    server.stop()
+    command = [sys.executable, "-m", "postkontor", "--data", str(server.data), "dev", "--workers", "2"]
+    command += ["--port-base", str(server.port_base), "--listen", HOST, "--domain", DOMAIN]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "starting 2 worker processes" in line:
+                process.send_signal(signal.SIGTERM)
+                break
+        else:
+            pytest.fail("the supervisor never started its workers")
+        workers = _children(process.pid)
+        rest = process.communicate(timeout=60)[0]
+        assert process.returncode == 0, rest
+        _wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

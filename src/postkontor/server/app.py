@@ -383,7 +383,6 @@ def serve(config: Config, *, on_ready: Callable[[Config], None] | None = None) -
                 lambda: run(config, on_ready=lambda _c: report_ready(), shared=shared, worker=index, sockets=sockets)
             )
 
-        log.info("starting %d worker processes", count)
         supervisor = Supervisor(
             count,
             worker_main,

@@ -35,6 +35,7 @@ from postkontor.policy.connections import ConnectionLimiter
 from postkontor.policy.throttle import FailureThrottle
 
 log = logging.getLogger("postkontor")
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 _PR_SET_PDEATHSIG = 1
 _RESTART_WINDOW = 60.0  # seconds: more than _MAX_RESTARTS crashes within it and the server gives up
@@ -139,6 +140,9 @@ class Supervisor:
 
     def _spawn(self, index: int) -> None:
         parent = os.getpid()
+        # Blocked across the fork: a SIGTERM arriving meanwhile waits for the supervisor's handler (which then knows
+        # the new pid) instead of reaching a child whose Python signal state fork is still resetting (lost there).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -146,8 +150,9 @@ class Supervisor:
                 _die_with_parent(parent)
                 if self._ready_read >= 0:  # a worker started again later finds it closed already
                     os.close(self._ready_read)
-                for signum in (signal.SIGTERM, signal.SIGINT):
+                for signum in _STOP_SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
                 code = self._worker_main(index, self._report_ready)
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -155,6 +160,10 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(code)
         self._workers[pid] = index
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if self._stopping:  # SIGTERM came before this worker existed: it must stop too
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def _report_ready(self) -> None:
         with contextlib.suppress(OSError):
@@ -167,11 +176,14 @@ class Supervisor:
                 os.kill(pid, signal.SIGTERM)
 
     def run(self, on_ready: Callable[[], None] | None = None) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in _STOP_SIGNALS:
             signal.signal(signum, self._on_signal)
+        log.info("starting %d worker processes", self.count)  # from here on, SIGTERM is a clean stop
         for index in range(self.count):
             self._spawn(index)
         if not self._wait_ready():
+            if self._stopping:  # told to stop while the workers were starting: a normal stop, not a failure
+                return self._supervise()
             self._on_signal(signal.SIGTERM, None)
             self._reap_all()
             return 1
@@ -211,7 +223,8 @@ class Supervisor:
                 self._on_worker_exit(index)
             exit_code = os.waitstatus_to_exitcode(status)
             if self._stopping:
-                if exit_code != 0:
+                # A worker still starting when SIGTERM came dies of it before its loop handles signals.
+                if exit_code not in (0, -signal.SIGTERM):
                     code = 1
                 continue
             log.error("worker %d (pid %d) exited with %d; starting it again", index, pid, exit_code)
