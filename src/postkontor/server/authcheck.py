@@ -202,6 +202,9 @@ class MailAuth:
         # Domains without an SPF or DMARC record: "none" depends on nothing but that domain's DNS, so the result
         # is reused like a negative answer, saving the evaluation machinery too (the MX's most common case).
         self._none: dict[tuple[str, str], tuple[float, SPFResult | dmarcmod.DMARCResult]] = {}
+        # Verdicts for unsigned mail whose author domain has no DMARC record (known from `_none`): they depend on
+        # nothing but the SPF result and the envelope, so a stream of such mail composes its header only once.
+        self._plain_verdicts: dict[tuple[SPFResult, str, str, str, str], InboundVerdict] = {}
 
     def _known_none(self, kind: str, domain: str) -> SPFResult | dmarcmod.DMARCResult | None:
         found = self._none.get((kind, domain))
@@ -218,8 +221,13 @@ class MailAuth:
         self._none[(kind, domain)] = (time.monotonic() + NEGATIVE_TTL, result)
 
     # --- inbound --------------------------------------------------------------------------------------------
-    def start_spf(self, client_ip: str, sender: str, helo: str) -> asyncio.Task[SPFResult]:
-        """SPF of MAIL FROM (HELO for the null sender) as a task: it runs while the client sends the message."""
+    def start_spf(self, client_ip: str, sender: str, helo: str) -> asyncio.Task[SPFResult] | SPFResult:
+        """SPF of MAIL FROM (HELO for the null sender) as a task: it runs while the client sends the message. A
+        domain already known to publish no SPF record needs no task (the common case on a busy MX)."""
+        domain = _domain_of(sender) if sender else helo.strip().rstrip(".").lower()
+        known = self._known_none("spf", domain)
+        if isinstance(known, SPFResult):
+            return known
         return asyncio.ensure_future(self.spf(client_ip, sender, helo))
 
     async def spf(self, client_ip: str, sender: str, helo: str) -> SPFResult:
@@ -268,6 +276,12 @@ class MailAuth:
                 prefetch.cancel()
         spf_domain = _domain_of(sender) if sender else helo.strip().rstrip(".").lower()
         known = self._known_none("dmarc", from_domain)
+        plain = not (signed or sealed) and bool(from_domain) and isinstance(known, dmarcmod.DMARCResult)
+        memo_key = (spf, sender, helo, client_ip, from_domain)
+        if plain:
+            memo = self._plain_verdicts.get(memo_key)
+            if memo is not None:
+                return memo
         if not from_domain:
             # RFC 7489 §6.6.1: no single author domain; refusing such mail is a local decision we do not make.
             dmarc = dmarcmod.DMARCResult("permerror", problem=from_problem)
@@ -293,7 +307,12 @@ class MailAuth:
         header = results.compose(self.hostname, entries)
         value = header.decode("utf-8").split(";", 1)[1].replace("\r\n", "").strip()
         summary = " ".join(f"{e.method}={e.result}" for e in entries)
-        return InboundVerdict(action, header, value, dmarc, summary)
+        verdict = InboundVerdict(action, header, value, dmarc, summary)
+        if plain:
+            if len(self._plain_verdicts) >= _CACHE_ENTRIES:
+                del self._plain_verdicts[next(iter(self._plain_verdicts))]
+            self._plain_verdicts[memo_key] = verdict
+        return verdict
 
     async def _dkim(self, message: bytes) -> list[dkimmod.DKIMResult]:
         if len(message) > self.config.dkim_verify_max_size:

@@ -111,7 +111,7 @@ class SessionPolicy:
     mail_params: MailParams = field(default_factory=MailParams)
     recipients: list[_Recipient] = field(default_factory=list)
     helo: str = ""
-    _spf: asyncio.Task[SPFResult] | None = None
+    _spf: asyncio.Task[SPFResult] | SPFResult | None = None
 
     @property
     def _checks(self) -> MailAuth | None:
@@ -126,9 +126,9 @@ class SessionPolicy:
         self._drop_spf()
 
     def _drop_spf(self) -> None:
-        if self._spf is not None:
+        if isinstance(self._spf, asyncio.Task):
             self._spf.cancel()
-            self._spf = None
+        self._spf = None
 
     # --- MAIL -------------------------------------------------------------------------------------------------
     def mail_from(self, event: MailFrom, authenticated: str | None, helo: str = "") -> Reply:
@@ -302,7 +302,12 @@ class SessionPolicy:
     async def _inbound_checks(self, checks: MailAuth, data: bytes, helo: str, spool_id: str) -> InboundVerdict | None:
         spf_task, self._spf = self._spf, None
         try:
-            spf = await spf_task if spf_task is not None else await checks.spf(self.client_ip, self.sender, helo)
+            if isinstance(spf_task, SPFResult):
+                spf = spf_task
+            elif spf_task is not None:
+                spf = await spf_task
+            else:
+                spf = await checks.spf(self.client_ip, self.sender, helo)
             verdict = await checks.inbound(data, client_ip=self.client_ip, helo=helo, sender=self.sender, spf=spf)
         except Exception:
             # A bug in a check must not lose or refuse mail: it is delivered without our results.

@@ -204,6 +204,31 @@ async def test_rfc7489_signed_mail_passes(keystore: KeyStore) -> None:
     assert "\r\n" not in verdict.value and verdict.value.startswith("spf=pass")
 
 
+async def test_unsigned_mail_from_a_domain_without_records_reuses_its_verdict(keystore: KeyStore) -> None:
+    """The MX's common case costs no DNS and no composing after the first message: SPF none (RFC 7208 §4.6) and
+    DMARC none (RFC 7489 §6.6.3) are remembered per domain; the verdict is reused only for the same envelope and
+    never for signed mail, whose DKIM results differ per message."""
+    dns = FakeDNS({("plain.example", "A"): ["192.0.2.99"]})
+    auth = _auth(keystore, dns)
+    first_spf = auth.start_spf(A_IP, "x@plain.example", "mx.plain.example")
+    assert isinstance(first_spf, asyncio.Task)
+    spf = await first_spf
+    assert spf.result == "none"
+    args = {"client_ip": A_IP, "helo": "mx.plain.example", "sender": "x@plain.example", "spf": spf}
+    first = await auth.inbound(_message("x@plain.example"), **args)
+    assert first.summary == "spf=none dkim=none dmarc=none arc=none"
+    queries = len(dns.queries)
+    assert auth.start_spf(A_IP, "y@plain.example", "mx.plain.example") == spf, "known none: no task, no query"
+    second = await auth.inbound(_message("x@plain.example"), **args)  # DMARC none is known now: remembered
+    assert second == first
+    assert await auth.inbound(_message("x@plain.example"), **args) is second
+    assert len(dns.queries) == queries
+    other_ip = await auth.inbound(_message("x@plain.example"), **(args | {"client_ip": SPOOF_IP}))
+    assert other_ip is not second and other_ip.header == first.header.replace(A_IP.encode(), SPOOF_IP.encode())
+    signed = await auth.inbound(await _signed(keystore), **args)
+    assert signed is not second and "dkim=none" not in signed.summary  # its signatures were evaluated
+
+
 async def test_rfc7489_s6_7_unsigned_spoof_is_rejected_or_quarantined(keystore: KeyStore) -> None:
     dns = FakeDNS(_zone(keystore))
     auth = _auth(keystore, dns)
