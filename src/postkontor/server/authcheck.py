@@ -182,6 +182,11 @@ def _domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
+def _spf_domain(sender: str, helo: str) -> str:
+    """The domain SPF checks: MAIL FROM's, or HELO's for the null sender (RFC 7208 §2.4)."""
+    return _domain_of(sender) if sender else helo.strip().rstrip(".").lower()
+
+
 class MailAuth:
     """The checks and signatures of one server process."""
 
@@ -224,14 +229,14 @@ class MailAuth:
     def start_spf(self, client_ip: str, sender: str, helo: str) -> asyncio.Task[SPFResult] | SPFResult:
         """SPF of MAIL FROM (HELO for the null sender) as a task: it runs while the client sends the message. A
         domain already known to publish no SPF record needs no task (the common case on a busy MX)."""
-        domain = _domain_of(sender) if sender else helo.strip().rstrip(".").lower()
+        domain = _spf_domain(sender, helo)
         known = self._known_none("spf", domain)
         if isinstance(known, SPFResult):
             return known
         return asyncio.ensure_future(self.spf(client_ip, sender, helo))
 
     async def spf(self, client_ip: str, sender: str, helo: str) -> SPFResult:
-        domain = _domain_of(sender) if sender else helo.strip().rstrip(".").lower()
+        domain = _spf_domain(sender, helo)
         known = self._known_none("spf", domain)
         if isinstance(known, SPFResult):
             return known
@@ -274,14 +279,13 @@ class MailAuth:
                 arc_result = await arc_task
             if prefetch is not None:
                 prefetch.cancel()
-        spf_domain = _domain_of(sender) if sender else helo.strip().rstrip(".").lower()
+        spf_domain = _spf_domain(sender, helo)
         known = self._known_none("dmarc", from_domain)
         plain = not (signed or sealed) and bool(from_domain) and isinstance(known, dmarcmod.DMARCResult)
         memo_key = (spf, sender, helo, client_ip, from_domain)
-        if plain:
-            memo = self._plain_verdicts.get(memo_key)
-            if memo is not None:
-                return memo
+        memo = self._plain_verdicts.get(memo_key) if plain else None
+        if memo is not None:
+            return memo
         if not from_domain:
             # RFC 7489 §6.6.1: no single author domain; refusing such mail is a local decision we do not make.
             dmarc = dmarcmod.DMARCResult("permerror", problem=from_problem)

@@ -226,9 +226,7 @@ class MaildirStore:
         pending: list[_Pending] = []
         for directory, uniques in wanted.items():
             found = self._existing(directory, set(uniques)) if check_existing else {}
-            mailbox = items[next(iter(uniques.values()))[0]][0]
-            missing = {unique for unique in uniques if unique not in found}
-            gone = removed(self.path_for(mailbox), missing) if removed is not None and missing else set()
+            gone = self._removed(removed, uniques, found, items) if removed is not None else set()
             for unique, indexes in uniques.items():
                 if unique in found:
                     for index in indexes:
@@ -244,6 +242,20 @@ class MaildirStore:
         if pending:
             self._write_all(pending, sync)
         return results
+
+    def _removed(
+        self,
+        removed: RemovedLookup,
+        uniques: dict[str, list[int]],
+        found: dict[str, Path],
+        items: list[tuple[Mailbox, str, bytes, str | None]],
+    ) -> set[str]:
+        """Which of one directory's copies that were not `found` its user removed (crash replay only)."""
+        missing = {unique for unique in uniques if unique not in found}
+        if not missing:
+            return set()
+        mailbox = items[next(iter(uniques.values()))[0]][0]  # every item of one directory has the same mailbox
+        return removed(self.path_for(mailbox), missing)
 
     def _existing(self, directory: Path, uniques: set[str]) -> dict[str, Path]:
         """Messages already delivered under one of `uniques` (maybe moved to cur/ and flagged by a client)."""
